@@ -1,0 +1,21 @@
+"""Shared fixtures: real YOLOv5 trees (see tests/yolov5_trees.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests import yolov5_trees
+
+
+@pytest.fixture
+def make_tree(tmp_path: Path) -> Callable[[str, str], Path]:
+    """``make_tree(version, layout)`` -> a fresh writable tree under tmp_path."""
+    counter = iter(range(1_000_000))
+
+    def build(version: str, layout: str = "checkout") -> Path:
+        return yolov5_trees.make_tree(version, layout, tmp_path / f"tree{next(counter)}")
+
+    return build

@@ -1,0 +1,292 @@
+"""Pure libcst transforms of a YOLOv5 ``models/yolo.py``: register modules in ``parse_model``.
+
+A registration is one marked branch in parse_model's ``if m in {...}: ... elif ...: ... else:`` chain,
+inserted before the final ``else``::
+
+    elif m is SOCA:  # yolopatch: soca
+        c1 = ch[f]
+        c2 = c1
+        args = [c1, c2, *args[1:]]
+
+and, on master (whose yolo.py imports an explicit list from models.common), the class name appended to
+that import list. The chain is anchored on the ``if m in ...`` whose container holds ``Conv`` (or
+``nn.Conv2d``), not on the nested ``if m in {BottleneckCSP, C3, ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from yolopatch.transforms import markers
+from yolopatch.transforms.markers import Marker
+
+Container = Union[cst.List, cst.Tuple, cst.Set]
+
+_MEMBERSHIP = m.Comparison(
+    left=m.Name("m"),
+    comparisons=[m.ComparisonTarget(operator=m.In(), comparator=m.List() | m.Tuple() | m.Set())],
+)
+_IDENTITY = m.Comparison(left=m.Name("m"), comparisons=[m.ComparisonTarget(operator=m.Is())])
+_ANCHORS = ("Conv", "nn.Conv2d")
+
+
+class ParseModelNotFound(ValueError):
+    """yolo.py has no recognisable parse_model channel chain."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A module name wired into parse_model."""
+
+    name: str
+    line: int
+    key: Optional[str]  # the yolopatch key when the branch carries a marker, else None (hand-made)
+    edited: bool = False
+
+
+@dataclass(frozen=True)
+class YoloPyFacts:
+    """What yolo.py looks like: how the channel chain is spelled and how it imports common."""
+
+    container: str  # "list" (v5.0-v6.1), "tuple" (v6.2), "set" (v7.0, master)
+    explicit_common_imports: bool  # master: from models.common import (C3, ...)
+    uses_ch_mul: bool  # master computes widths with make_divisible(..., ch_mul)
+    parse_model_line: int
+
+
+def branch_code(class_name: str, key: str) -> str:
+    """The parse_model branch for one module (as an ``if``; it is placed as an ``elif``)."""
+    return (
+        f"if m is {class_name}:  {Marker(key).render()}\n"
+        f"    c1 = ch[f]\n"
+        f"    c2 = c1\n"
+        f"    args = [c1, c2, *args[1:]]\n"
+    )
+
+
+def _parse_model(module: cst.Module) -> cst.FunctionDef:
+    for statement in module.body:
+        if m.matches(statement, m.FunctionDef(name=m.Name("parse_model"))):
+            return statement  # type: ignore[return-value]
+    raise ParseModelNotFound("no top-level parse_model function")
+
+
+def _element_name(element: cst.BaseElement) -> str:
+    return cst.helpers.get_full_name_for_node(element.value) or ""
+
+
+def _container(node: cst.If) -> Container:
+    return node.test.comparisons[0].comparator  # type: ignore[attr-defined,return-value]
+
+
+def _channel_chain(function: cst.FunctionDef) -> cst.If:
+    for candidate in m.findall(function, m.If(test=_MEMBERSHIP)):
+        names = {_element_name(element) for element in _container(candidate).elements}  # type: ignore[arg-type]
+        if names & set(_ANCHORS):
+            return candidate  # type: ignore[return-value]
+    raise ParseModelNotFound("parse_model has no `if m in [...]` branch listing Conv")
+
+
+def _chain(node: cst.If) -> List[cst.If]:
+    links = [node]
+    while isinstance(links[-1].orelse, cst.If):
+        links.append(links[-1].orelse)
+    return links
+
+
+def _rebuild(links: Sequence[cst.If], tail: Union[cst.If, cst.Else, None]) -> Union[cst.If, cst.Else, None]:
+    """Re-link ``links`` as an if/elif chain ending in ``tail``."""
+    result = tail
+    for link in reversed(links):
+        result = link.with_changes(orelse=result)
+    return result
+
+
+def _identity_name(node: cst.If) -> Optional[str]:
+    if m.matches(node.test, _IDENTITY):
+        return cst.helpers.get_full_name_for_node(node.test.comparisons[0].comparator)  # type: ignore[attr-defined]
+    return None
+
+
+class _ReplaceNode(cst.CSTTransformer):
+    def __init__(self, target: cst.CSTNode, replacement: cst.CSTNode) -> None:
+        self.target = target
+        self.replacement = replacement
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
+        return self.replacement if original is self.target else updated
+
+
+def _replace_chain(module: cst.Module, head: cst.If, new_head: cst.If) -> cst.Module:
+    return module.visit(_ReplaceNode(head, new_head))
+
+
+def facts(source: str) -> YoloPyFacts:
+    module = cst.parse_module(source)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    function = _parse_model(module)
+    container = _container(_channel_chain(function))
+    kind = {cst.List: "list", cst.Tuple: "tuple", cst.Set: "set"}[type(container)]
+    return YoloPyFacts(
+        container=kind,
+        explicit_common_imports=_common_import(module) is not None,
+        uses_ch_mul=bool(m.findall(function, m.Name("ch_mul"))),
+        parse_model_line=positions[function].start.line,
+    )
+
+
+def registrations(source: str) -> List[Registration]:
+    """Every name parse_model wires by identity branch (``elif m is X``) or in a channel container."""
+    module = cst.parse_module(source)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    function = _parse_model(module)
+    found: List[Registration] = []
+    for link in _chain(_channel_chain(function)):
+        line = positions[link].start.line
+        name = _identity_name(link)
+        marker = markers.marker_of(link)
+        if name is not None:
+            edited = marker is not None and _branch_edited(link, name, marker.key)
+            found.append(Registration(name, line, marker.key if marker else None, edited))
+        elif m.matches(link.test, _MEMBERSHIP):
+            found.extend(Registration(_element_name(element), positions[element].start.line, None)
+                         for element in _container(link).elements)
+    return found
+
+
+def _branch_edited(link: cst.If, name: str, key: str) -> bool:
+    expected = cst.parse_statement(branch_code(name, key))
+    bare = link.with_changes(orelse=None, leading_lines=())
+    return cst.Module(body=[bare]).code.replace("\r\n", "\n") != cst.Module(body=[expected]).code
+
+
+def register(source: str, class_name: str, key: str) -> str:
+    """Add the marked parse_model branch for ``class_name`` (and the master import name)."""
+    module = cst.parse_module(source)
+    head = _channel_chain(_parse_model(module))
+    links = _chain(head)
+    existing = [link for link in links if (markers.marker_of(link) or Marker("")).key == key]
+    if not existing:
+        branch = cst.parse_statement(branch_code(class_name, key), config=module.config_for_parsing)
+        assert isinstance(branch, cst.If)
+        new_head = _rebuild(links, branch.with_changes(orelse=links[-1].orelse))
+        module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
+    return _add_common_import_name(module, class_name).code
+
+
+def unregister(source: str, class_name: str, key: str) -> str:
+    """Remove yolopatch's branch for ``key`` (and the master import name ``class_name``)."""
+    module = cst.parse_module(source)
+    head = _channel_chain(_parse_model(module))
+    links = _chain(head)
+    kept = [link for link in links if (markers.marker_of(link) or Marker("")).key != key]
+    if len(kept) != len(links):
+        new_head = _rebuild(kept, links[-1].orelse)
+        module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
+    return _remove_common_import_name(module, class_name).code
+
+
+def drop_foreign(source: str, class_name: str) -> str:
+    """Remove hand-made registrations of ``class_name``: unmarked ``elif m is X`` branches and
+    container entries (the ``--replace`` case: the blog posts add their class to the Conv list)."""
+    module = cst.parse_module(source)
+    head = _channel_chain(_parse_model(module))
+    links = _chain(head)
+    kept = [
+        link for link in links
+        if not (_identity_name(link) == class_name and markers.marker_of(link) is None)
+    ]
+    kept = [_without_element(link, class_name) if m.matches(link.test, _MEMBERSHIP) else link for link in kept]
+    new_head = _rebuild(kept, links[-1].orelse)
+    return _replace_chain(module, head, new_head).code  # type: ignore[arg-type]
+
+
+def _without_element(link: cst.If, name: str) -> cst.If:
+    container = _container(link)
+    elements = list(container.elements)
+    index = next((i for i, element in enumerate(elements) if _element_name(element) == name), None)
+    if index is None:
+        return link
+    elements = _drop_at(elements, index)
+    comparison = link.test.comparisons[0].with_changes(  # type: ignore[attr-defined]
+        comparator=container.with_changes(elements=elements))
+    return link.with_changes(test=link.test.with_changes(comparisons=[comparison]))
+
+
+def _drop_at(items: list, index: int) -> list:
+    """Remove ``items[index]``; when it is the last, the one before inherits its comma (and spacing)."""
+    if index == len(items) - 1 and index > 0:
+        items[index - 1] = items[index - 1].with_changes(comma=items[index].comma)
+    return items[:index] + items[index + 1:]
+
+
+def _append(items: list, new_item: cst.CSTNode) -> list:
+    """Append ``new_item`` copying the list's own comma/spacing pattern, so ``_drop_at`` undoes it."""
+    last = items[-1]
+    previous_comma = items[-2].comma if len(items) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    return items[:-1] + [last.with_changes(comma=previous_comma), new_item.with_changes(comma=last.comma)]
+
+
+def _common_import(module: cst.Module) -> Optional[cst.ImportFrom]:
+    for statement in module.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if (isinstance(small, cst.ImportFrom) and small.module is not None
+                    and not isinstance(small.names, cst.ImportStar)
+                    and (cst.helpers.get_full_name_for_node(small.module) or "").endswith("models.common")):
+                return small
+    return None
+
+
+def common_import_names(source: str) -> Optional[List[str]]:
+    """Names of master's explicit ``from models.common import (...)``; None for a star import."""
+    node = _common_import(cst.parse_module(source))
+    if node is None:
+        return None
+    return [cst.helpers.get_full_name_for_node(alias.name) or "" for alias in node.names]  # type: ignore[union-attr]
+
+
+def _add_common_import_name(module: cst.Module, name: str) -> cst.Module:
+    node = _common_import(module)
+    if node is None:
+        return module
+    aliases = list(node.names)  # type: ignore[arg-type]
+    if any(cst.helpers.get_full_name_for_node(alias.name) == name for alias in aliases):
+        return module
+    updated = node.with_changes(names=_append(aliases, cst.ImportAlias(name=cst.Name(name))))
+    return module.visit(_ReplaceNode(node, updated))
+
+
+def _remove_common_import_name(module: cst.Module, name: str) -> cst.Module:
+    node = _common_import(module)
+    if node is None:
+        return module
+    aliases = list(node.names)  # type: ignore[arg-type]
+    index = next((i for i, alias in enumerate(aliases) if cst.helpers.get_full_name_for_node(alias.name) == name), None)
+    if index is None:
+        return module
+    return module.visit(_ReplaceNode(node, node.with_changes(names=_drop_at(aliases, index))))
+
+
+def registered_keys(source: str) -> Dict[str, Registration]:
+    """yolopatch's own registrations, by key."""
+    return {r.key: r for r in registrations(source) if r.key is not None}
+
+
+def foreign_registrations(source: str, names: Sequence[str]) -> List[Registration]:
+    """Hand-made registrations of any of ``names``."""
+    return [r for r in registrations(source) if r.key is None and r.name in names]
+
+
+def position_of_parse_model(source: str) -> Tuple[int, str]:
+    """(line, container kind) of the channel chain, for messages."""
+    found = facts(source)
+    return found.parse_model_line, found.container
