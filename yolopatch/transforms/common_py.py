@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from yolopatch.transforms import markers
 from yolopatch.transforms.markers import Marker
@@ -58,20 +58,38 @@ class ForeignClass:
     line: int
 
 
+@lru_cache(maxsize=32)
 def parse(source: str) -> cst.Module:
+    """Parse once per distinct text: libcst modules are immutable, so sharing them is safe."""
     return cst.parse_module(source)
+
+
+def statement_lines(module: cst.Module) -> Dict[cst.CSTNode, int]:
+    """Line of each top-level statement's own first line (after its leading comments and blank lines).
+
+    Counted from the rendered code of each statement: much cheaper than PositionProvider on a
+    1,000-line file, and top-level lines are all that messages need.
+    """
+    lines: Dict[cst.CSTNode, int] = {}
+    line = 1 + sum(1 for _ in module.header)
+    for statement in module.body:
+        code = module.code_for_node(statement)
+        own = len(statement.leading_lines) + len(getattr(statement, "decorators", ()))
+        lines[statement] = line + own
+        line += code.count("\n")
+    return lines
 
 
 def template_statements(template: Template, newline: str = "\n") -> List[cst.BaseStatement]:
     """The template's top-level class and def statements (what gets inserted), unmarked."""
-    module = cst.parse_module(template.source.replace("\r\n", "\n").replace("\n", newline))
+    module = parse(template.source.replace("\r\n", "\n").replace("\n", newline))
     return [statement for statement in module.body if isinstance(statement, DEFINITIONS)]
 
 
 def template_imports(template: Template) -> List[ImportSpec]:
     """The imports a template needs, as (module, alias) pairs."""
     needed: List[ImportSpec] = []
-    for statement in cst.parse_module(template.source).body:
+    for statement in parse(template.source).body:
         if not isinstance(statement, cst.SimpleStatementLine):
             continue
         for small in statement.body:
@@ -90,6 +108,7 @@ def digest(statements: Sequence[cst.BaseStatement]) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
 
 
+@lru_cache(maxsize=64)
 def template_digest(template: Template) -> str:
     return digest(template_statements(template))
 
@@ -107,16 +126,10 @@ def _marked(statements: List[cst.BaseStatement], template: Template, newline: st
     return result
 
 
-def _positions(module: cst.Module) -> Tuple[cst.Module, Dict[cst.CSTNode, int]]:
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    lines = {statement: positions[statement].start.line for statement in module.body}
-    return module, lines
-
-
 def find_modules(source: str) -> Dict[str, FoundModule]:
     """yolopatch insertions in ``source``, by module key."""
-    module, lines = _positions(parse(source))
+    module = parse(source)
+    lines = statement_lines(module)
     grouped: Dict[str, List[cst.BaseStatement]] = {}
     for statement in module.body:
         marker = markers.marker_of(statement)
@@ -135,7 +148,8 @@ def find_modules(source: str) -> Dict[str, FoundModule]:
 
 def find_foreign_classes(source: str, names: Sequence[str]) -> List[ForeignClass]:
     """Top-level definitions named in ``names`` that carry no yolopatch marker."""
-    module, lines = _positions(parse(source))
+    module = parse(source)
+    lines = statement_lines(module)
     return [
         ForeignClass(statement.name.value, lines[statement])
         for statement in module.body
@@ -170,7 +184,15 @@ def insert(source: str, template: Template, replace_foreign: bool = False) -> st
     New code goes after the last top-level definition. A module already present is replaced where it
     stands. ``replace_foreign`` drops unmarked same-named definitions (hand-pasted blog versions).
     """
-    module = parse(source)
+    return insert_module(parse(source), template, replace_foreign).code
+
+
+def insert_module(module: cst.Module, template: Template, replace_foreign: bool = False,
+                  with_imports: bool = True) -> cst.Module:
+    """``insert`` on a parsed module (to chain several modules without re-parsing).
+
+    ``with_imports=False`` leaves the imports to one ``add_imports`` call for several templates.
+    """
     statements = _marked(template_statements(template, module.default_newline), template, module.default_newline)
     names = [s.name.value for s in statements if isinstance(s, DEFINITIONS)]
     body = list(module.body)
@@ -186,23 +208,31 @@ def insert(source: str, template: Template, replace_foreign: bool = False) -> st
         index = _insertion_index(body)
     body[index:index] = statements
     updated = module.with_changes(body=body)
-    return add_imports(updated, template_imports(template)).code
+    return add_imports(updated, template_imports(template)) if with_imports else updated
 
 
 def add_imports(module: cst.Module, needed: Sequence[ImportSpec]) -> cst.Module:
-    """Add the imports ``module`` lacks with AddImportsVisitor, marking each new statement."""
+    """Add the imports ``module`` lacks with AddImportsVisitor, marking each new statement.
+
+    The visitor only reads and edits the top-level imports, so it runs on the statements up to the
+    last top-level import (visiting a whole 1,000-line common.py costs seconds); the rest is re-attached.
+    """
+    if not needed:
+        return module
+    split = max((i for i, statement in enumerate(module.body) if _is_import(statement)), default=-1) + 1
+    head = module.with_changes(body=module.body[:split], footer=())
     context = CodemodContext()
     for name, asname in needed:
         AddImportsVisitor.add_needed_import(context, name, asname=asname)
-    before = {module.code_for_node(statement) for statement in module.body}
-    updated = AddImportsVisitor(context).transform_module(module)
-    body = [
+    before = {head.code_for_node(statement) for statement in head.body}
+    updated = AddImportsVisitor(context).transform_module(head)
+    marked = [
         statement
-        if module.code_for_node(statement) in before or not _is_import(statement)
+        if not _is_import(statement) or updated.code_for_node(statement) in before
         else markers.with_marker(statement, Marker(markers.ADDED_IMPORT))
         for statement in updated.body
     ]
-    return updated.with_changes(body=body)
+    return module.with_changes(header=updated.header, body=[*marked, *module.body[split:]])
 
 
 def _is_import(statement: cst.BaseStatement) -> bool:
@@ -213,10 +243,14 @@ def _is_import(statement: cst.BaseStatement) -> bool:
 
 def remove(source: str, key: str, still_needed: Sequence[ImportSpec] = ()) -> str:
     """Take module ``key`` out of ``source``, and the imports yolopatch added that nothing still needs."""
-    module = parse(source)
+    return remove_module(parse(source), key, still_needed).code
+
+
+def remove_module(module: cst.Module, key: str, still_needed: Sequence[ImportSpec] = ()) -> cst.Module:
+    """``remove`` on a parsed module."""
     body = [statement for statement in module.body if not _is_marked_for(statement, key)]
     body = [statement for statement in body if not _is_unneeded_added_import(module, statement, still_needed)]
-    return module.with_changes(body=body).code
+    return module.with_changes(body=body)
 
 
 def _is_unneeded_added_import(module: cst.Module, statement: cst.BaseStatement,

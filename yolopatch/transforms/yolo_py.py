@@ -16,7 +16,8 @@ that import list. The chain is anchored on the ``if m in ...`` whose container h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 import libcst.matchers as m
@@ -113,23 +114,47 @@ def _identity_name(node: cst.If) -> Optional[str]:
     return None
 
 
-class _ReplaceNode(cst.CSTTransformer):
-    def __init__(self, target: cst.CSTNode, replacement: cst.CSTNode) -> None:
-        self.target = target
-        self.replacement = replacement
+@lru_cache(maxsize=32)
+def parse(source: str) -> cst.Module:
+    """Parse once per distinct text (libcst modules are immutable)."""
+    return cst.parse_module(source)
 
-    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
-        return self.replacement if original is self.target else updated
+
+def _replace_top_level(module: cst.Module, old: cst.CSTNode, new: cst.CSTNode) -> cst.Module:
+    return module.with_changes(body=[new if statement is old else statement for statement in module.body])
 
 
 def _replace_chain(module: cst.Module, head: cst.If, new_head: cst.If) -> cst.Module:
-    return module.visit(_ReplaceNode(head, new_head))
+    """Swap the chain inside parse_model, visiting only that function (not the whole file)."""
+    function = _parse_model(module)
+    return _replace_top_level(module, function, function.deep_replace(head, new_head))
+
+
+def _located_function(module: cst.Module) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, int]]:
+    """parse_model (as a standalone copy) and the file line of each of its nodes.
+
+    PositionProvider runs on parse_model alone (resolving the whole 1,000-line file is slow); the
+    line offset comes from the rendered code of the statements above it.
+    """
+    function = _parse_model(module)
+    offset = sum(1 for _ in module.header)
+    for statement in module.body:
+        if statement is function:
+            break
+        offset += module.code_for_node(statement).count("\n")
+    offset += len(function.leading_lines)
+    alone = function.with_changes(leading_lines=())
+    positions = MetadataWrapper(cst.Module(body=[alone]), unsafe_skip_copy=True).resolve(PositionProvider)
+    return alone, {node: position.start.line + offset for node, position in positions.items()}
+
+
+def _parse_model_line(module: cst.Module) -> int:
+    alone, lines = _located_function(module)
+    return lines[alone]
 
 
 def facts(source: str) -> YoloPyFacts:
-    module = cst.parse_module(source)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
+    module = parse(source)
     function = _parse_model(module)
     container = _container(_channel_chain(function))
     kind = {cst.List: "list", cst.Tuple: "tuple", cst.Set: "set"}[type(container)]
@@ -137,26 +162,24 @@ def facts(source: str) -> YoloPyFacts:
         container=kind,
         explicit_common_imports=_common_import(module) is not None,
         uses_ch_mul=bool(m.findall(function, m.Name("ch_mul"))),
-        parse_model_line=positions[function].start.line,
+        parse_model_line=_parse_model_line(module),
     )
 
 
 def registrations(source: str) -> List[Registration]:
     """Every name parse_model wires by identity branch (``elif m is X``) or in a channel container."""
-    module = cst.parse_module(source)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    function = _parse_model(module)
+    function, positions = _located_function(parse(source))
+    head = _channel_chain(function)
     found: List[Registration] = []
-    for link in _chain(_channel_chain(function)):
-        line = positions[link].start.line
+    for link in _chain(head):
+        line = positions[link]
         name = _identity_name(link)
         marker = markers.marker_of(link)
         if name is not None:
             edited = marker is not None and _branch_edited(link, name, marker.key)
             found.append(Registration(name, line, marker.key if marker else None, edited))
         elif m.matches(link.test, _MEMBERSHIP):
-            found.extend(Registration(_element_name(element), positions[element].start.line, None)
+            found.extend(Registration(_element_name(element), positions[element], None)
                          for element in _container(link).elements)
     return found
 
@@ -169,7 +192,11 @@ def _branch_edited(link: cst.If, name: str, key: str) -> bool:
 
 def register(source: str, class_name: str, key: str) -> str:
     """Add the marked parse_model branch for ``class_name`` (and the master import name)."""
-    module = cst.parse_module(source)
+    return register_module(parse(source), class_name, key).code
+
+
+def register_module(module: cst.Module, class_name: str, key: str) -> cst.Module:
+    """``register`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
     existing = [link for link in links if (markers.marker_of(link) or Marker("")).key == key]
@@ -178,25 +205,33 @@ def register(source: str, class_name: str, key: str) -> str:
         assert isinstance(branch, cst.If)
         new_head = _rebuild(links, branch.with_changes(orelse=links[-1].orelse))
         module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
-    return _add_common_import_name(module, class_name).code
+    return _add_common_import_name(module, class_name)
 
 
 def unregister(source: str, class_name: str, key: str) -> str:
     """Remove yolopatch's branch for ``key`` (and the master import name ``class_name``)."""
-    module = cst.parse_module(source)
+    return unregister_module(parse(source), class_name, key).code
+
+
+def unregister_module(module: cst.Module, class_name: str, key: str) -> cst.Module:
+    """``unregister`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
     kept = [link for link in links if (markers.marker_of(link) or Marker("")).key != key]
     if len(kept) != len(links):
         new_head = _rebuild(kept, links[-1].orelse)
         module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
-    return _remove_common_import_name(module, class_name).code
+    return _remove_common_import_name(module, class_name)
 
 
 def drop_foreign(source: str, class_name: str) -> str:
     """Remove hand-made registrations of ``class_name``: unmarked ``elif m is X`` branches and
     container entries (the ``--replace`` case: the blog posts add their class to the Conv list)."""
-    module = cst.parse_module(source)
+    return drop_foreign_module(parse(source), class_name).code
+
+
+def drop_foreign_module(module: cst.Module, class_name: str) -> cst.Module:
+    """``drop_foreign`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
     kept = [
@@ -205,7 +240,7 @@ def drop_foreign(source: str, class_name: str) -> str:
     ]
     kept = [_without_element(link, class_name) if m.matches(link.test, _MEMBERSHIP) else link for link in kept]
     new_head = _rebuild(kept, links[-1].orelse)
-    return _replace_chain(module, head, new_head).code  # type: ignore[arg-type]
+    return _replace_chain(module, head, new_head)  # type: ignore[arg-type]
 
 
 def _without_element(link: cst.If, name: str) -> cst.If:
@@ -248,7 +283,7 @@ def _common_import(module: cst.Module) -> Optional[cst.ImportFrom]:
 
 def common_import_names(source: str) -> Optional[List[str]]:
     """Names of master's explicit ``from models.common import (...)``; None for a star import."""
-    node = _common_import(cst.parse_module(source))
+    node = _common_import(parse(source))
     if node is None:
         return None
     return [cst.helpers.get_full_name_for_node(alias.name) or "" for alias in node.names]  # type: ignore[union-attr]
@@ -262,7 +297,7 @@ def _add_common_import_name(module: cst.Module, name: str) -> cst.Module:
     if any(cst.helpers.get_full_name_for_node(alias.name) == name for alias in aliases):
         return module
     updated = node.with_changes(names=_append(aliases, cst.ImportAlias(name=cst.Name(name))))
-    return module.visit(_ReplaceNode(node, updated))
+    return _replace_import(module, node, updated)
 
 
 def _remove_common_import_name(module: cst.Module, name: str) -> cst.Module:
@@ -273,7 +308,15 @@ def _remove_common_import_name(module: cst.Module, name: str) -> cst.Module:
     index = next((i for i, alias in enumerate(aliases) if cst.helpers.get_full_name_for_node(alias.name) == name), None)
     if index is None:
         return module
-    return module.visit(_ReplaceNode(node, node.with_changes(names=_drop_at(aliases, index))))
+    return _replace_import(module, node, node.with_changes(names=_drop_at(aliases, index)))
+
+
+def _replace_import(module: cst.Module, old: cst.ImportFrom, new: cst.ImportFrom) -> cst.Module:
+    for statement in module.body:
+        if isinstance(statement, cst.SimpleStatementLine) and any(small is old for small in statement.body):
+            body = [new if small is old else small for small in statement.body]
+            return _replace_top_level(module, statement, statement.with_changes(body=body))
+    return module
 
 
 def registered_keys(source: str) -> Dict[str, Registration]:

@@ -1,0 +1,3 @@
+from yolopatch.cli import entry
+
+entry()

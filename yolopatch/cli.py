@@ -1,0 +1,163 @@
+"""The command line: parse options, call yolopatch.commands.<verb>, map errors to exit codes.
+
+This is the only module that knows about Typer. Exit codes: 0 done (or nothing to do), 1 refused or
+failed, 2 usage error. Errors print as one line; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from yolopatch import __version__
+
+app = typer.Typer(
+    name="yolopatch",
+    help="Put attention modules into YOLOv5 correctly, and take them out again byte for byte.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+RepoOption = Annotated[Path, typer.Option("--repo", help="YOLOv5 tree (found upward from here).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the diff, write nothing.")]
+
+
+def _split(values: Optional[List[str]]) -> Optional[List[str]]:
+    """``--at p4,p5 --at sppf`` -> ["p4", "p5", "sppf"]."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def run(command: Callable[[], int]) -> None:
+    """Run a command function; translate yolopatch errors into one line and an exit code."""
+    from yolopatch.errors import YolopatchError
+    from yolopatch import ui
+
+    try:
+        code = command()
+    except YolopatchError as error:
+        if _debug:
+            raise
+        ui.error(str(error))
+        code = error.exit_code
+    except KeyboardInterrupt:
+        ui.error("interrupted; nothing half-written was left behind")
+        code = 130
+    except Exception as error:  # noqa: BLE001 - last resort: one line, traceback with --debug
+        if _debug:
+            raise
+        ui.error(f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)")
+        code = 1
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"yolopatch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Put attention modules into YOLOv5 correctly, and take them out again byte for byte."""
+    global _debug
+    _debug = debug
+
+
+@app.command("list")
+def list_command(repo: Annotated[Optional[Path], typer.Option("--repo", help="Also show each module's state in this tree.")] = None,
+                 as_json: JsonOption = False) -> None:
+    """Show the module catalogue (and, in a tree, what is applied)."""
+    from yolopatch.commands.list_modules import list_modules
+
+    run(lambda: list_modules(repo, as_json))
+
+
+@app.command()
+def apply(
+    modules: Annotated[List[str], typer.Argument(help="Module keys, class names or aliases, or `all`.")],
+    repo: RepoOption = Path("."),
+    dry_run: DryRunOption = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Swap hand-pasted or hand-edited versions for yolopatch's.")] = False,
+    no_variants: Annotated[bool, typer.Option("--no-variants", help="Do not write variant YAMLs.")] = False,
+    base: Annotated[Optional[List[str]], typer.Option("--base", help="Base model YAML(s) for variants.")] = None,
+    scales: Annotated[Optional[str], typer.Option("--scales", help="Variants of yolov5{n,s,m,l,x}.yaml, e.g. n,s,m.")] = None,
+    at: Annotated[Optional[List[str]], typer.Option("--at", help="Placement(s): p3,p4,p5,p6, sppf, backbone:K, layer:I.")] = None,
+    clone: Annotated[bool, typer.Option("--clone", help="Clone YOLOv5 into --repo first when it does not exist.")] = False,
+) -> None:
+    """Insert modules into models/common.py and parse_model, and write variant YAMLs."""
+    from yolopatch.commands.apply import apply as apply_command
+
+    def command() -> int:
+        if clone and not repo.exists():
+            from yolopatch.commands.clone import clone as clone_command
+
+            code = clone_command(repo)
+            if code:
+                return code
+        return apply_command(repo, modules, dry_run=dry_run, replace=replace, variants=not no_variants,
+                             bases=base or (), scales=_split([scales] if scales else None), positions=_split(at))
+
+    run(command)
+
+
+@app.command()
+def revert(
+    modules: Annotated[Optional[List[str]], typer.Argument(help="Modules to take out (default: all).")] = None,
+    repo: RepoOption = Path("."),
+    dry_run: DryRunOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Also take out code and variants edited by hand.")] = False,
+) -> None:
+    """Take yolopatch's modules (and their variant YAMLs) out of the tree, byte for byte."""
+    from yolopatch.commands.revert import revert as revert_command
+
+    run(lambda: revert_command(repo, modules or [], dry_run=dry_run, force=force))
+
+
+app.command("unpatch", help="Alias of revert.")(revert)
+
+
+@app.command()
+def status(repo: RepoOption = Path("."), as_json: JsonOption = False) -> None:
+    """Show the tree's layout and version, and what yolopatch applied."""
+    from yolopatch.commands.status import status as status_command
+
+    run(lambda: status_command(repo, as_json))
+
+
+@app.command()
+def variant(
+    modules: Annotated[List[str], typer.Argument(help="Applied modules to write variants for, or `all`.")],
+    repo: RepoOption = Path("."),
+    dry_run: DryRunOption = False,
+    base: Annotated[Optional[List[str]], typer.Option("--base", help="Base model YAML(s).")] = None,
+    scales: Annotated[Optional[str], typer.Option("--scales", help="Variants of yolov5{n,s,m,l,x}.yaml, e.g. n,s,m.")] = None,
+    at: Annotated[Optional[List[str]], typer.Option("--at", help="Placement(s): p3,p4,p5,p6, sppf, backbone:K, layer:I.")] = None,
+) -> None:
+    """Write variant YAMLs for modules already applied, without touching Python files."""
+    from yolopatch.commands.variant import variant as variant_command
+
+    run(lambda: variant_command(repo, modules, bases=base or (), scales=_split([scales] if scales else None),
+                                positions=_split(at), dry_run=dry_run))
+
+
+def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`
+    app(prog_name="yolopatch")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(entry())

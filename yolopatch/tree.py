@@ -1,0 +1,124 @@
+"""Find and describe a YOLOv5 tree: its layout, files and version."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from yolopatch.errors import YolopatchError
+
+CHECKOUT = "checkout"  # <root>/models/yolo.py, imports `from models...` (a git clone of ultralytics/yolov5)
+PACKAGE = "package"  # <root>/yolov5/models/yolo.py, imports `from yolov5.models...` (the PyPI package)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A located YOLOv5 tree."""
+
+    root: Path
+    layout: str
+
+    @property
+    def package_dir(self) -> Path:
+        """The folder that holds models/ and utils/ (the import root's package, or the root itself)."""
+        return self.root / "yolov5" if self.layout == PACKAGE else self.root
+
+    @property
+    def models_dir(self) -> Path:
+        return self.package_dir / "models"
+
+    @property
+    def common_py(self) -> Path:
+        return self.models_dir / "common.py"
+
+    @property
+    def yolo_py(self) -> Path:
+        return self.models_dir / "yolo.py"
+
+    @property
+    def import_root(self) -> Path:
+        """The folder to put on sys.path so that the tree's own imports resolve."""
+        return self.root
+
+    @property
+    def models_module(self) -> str:
+        """Dotted name of the models package, as the tree's own code imports it."""
+        return "yolov5.models" if self.layout == PACKAGE else "models"
+
+    def relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def version(self) -> Optional[str]:
+        """The release this tree comes from, when it says so (package metadata or a git tag)."""
+        return _package_version(self) if self.layout == PACKAGE else _git_version(self.root)
+
+
+def _is_models_dir(path: Path) -> bool:
+    return (path / "models" / "yolo.py").is_file() and (path / "models" / "common.py").is_file()
+
+
+def _candidates(start: Path) -> Iterator[Path]:
+    current = start.resolve()
+    yield current
+    yield from current.parents
+
+
+def locate(start: Path) -> Tree:
+    """The YOLOv5 tree at ``start`` or in one of its parents (like git finds its repository)."""
+    if not start.exists():
+        raise YolopatchError("no such directory", path=start, hint="pass --repo PATH to a YOLOv5 checkout")
+    for folder in _candidates(start if start.is_dir() else start.parent):
+        if _is_models_dir(folder / "yolov5") and (folder / "yolov5" / "__init__.py").is_file():
+            return Tree(folder, PACKAGE)
+        if _is_models_dir(folder):
+            # Inside a package layout, <root>/yolov5 itself also looks like a checkout: prefer the package.
+            if folder.name == "yolov5" and (folder / "__init__.py").is_file() and _imports_package(folder):
+                return Tree(folder.parent, PACKAGE)
+            return Tree(folder, CHECKOUT)
+    raise YolopatchError("not inside a YOLOv5 tree (no models/yolo.py and models/common.py here or above)",
+                         path=start, hint="pass --repo PATH to a YOLOv5 checkout, or run `yolopatch clone`")
+
+
+def _imports_package(folder: Path) -> bool:
+    try:
+        text = (folder / "models" / "yolo.py").read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False
+    return any(
+        isinstance(node, ast.ImportFrom) and (node.module or "").startswith("yolov5.") for node in ast.walk(tree)
+    )
+
+
+def _package_version(tree: Tree) -> Optional[str]:
+    init = tree.package_dir / "__init__.py"
+    try:
+        module = ast.parse(init.read_bytes().decode("utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    for node in module.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)
+                and isinstance(node.value, ast.Constant)):
+            return str(node.value.value)
+    return None
+
+
+def _git_version(root: Path) -> Optional[str]:
+    """``git describe --tags`` of a checkout, via GitPython; None when it is no git repository."""
+    try:
+        import git  # GitPython: imported here, it costs time on every command that does not need it
+    except ImportError:
+        return None
+    try:
+        repository = git.Repo(root, search_parent_directories=False)
+        return repository.git.describe("--tags", "--always")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError, ValueError):
+        return None

@@ -1,0 +1,739 @@
+"""Variant model YAMLs, written from a tree's own base YAML: parse, insert layers, remap, render.
+
+Everything here is pure (text in, text out; the only file read is a shipped spec in ``load_spec``).
+
+A YOLOv5 model YAML lists layers ``[from, number, module, args]`` in ``backbone`` then ``head``; the
+layer index is the position in ``backbone + head``. ``from`` is an int or a list of ints: ``f >= 0``
+names layer ``f``, ``f < 0`` names layer ``i + f`` (``-1``: the previous layer; on layer 0 the image).
+
+Inserting module ``M`` on the output of layer ``k`` (the remap rules, see ``insert_layers``):
+
+- ``M`` is the row ``[-1, 1, M, [width, *args]]`` placed right after ``k``; several insertions on the
+  same ``k`` are chained in the order given (``k -> M1 -> M2``);
+- every later consumer of ``k`` (the next row's implicit ``-1``, an absolute ``k`` in Concat/Detect,
+  a relative ``-2`` that reached ``k``) consumes the last module of that chain instead;
+- every other reference keeps meaning the same layer: absolute indices at or after an insertion
+  point shift by the number of rows inserted before them, relative ones are recomputed so they still
+  reach their layer (they stay relative);
+- all insertions are applied in one pass over the base list, so they compose.
+
+Positions (``resolve_position``), all meaning "insert after this layer":
+``p3``/``p4``/``p5``/``p6``/... the layers feeding Detect/Segment, named by their stride
+(``p{log2 stride}``, found by following strides along the graph; by position ``p3, p4, ...`` in
+Detect's from-order when strides cannot be worked out), ``sppf`` the SPP/SPPF layer,
+``backbone:K`` backbone row K, ``layer:I`` absolute layer I.
+
+Rendering keeps the base text (header comments, parameters, blank lines, each row's text) and
+edits only what changes: ``from`` fields, leading layer numbers in row comments, new rows. The
+output is ASCII (YOLOv5 reads YAML with ``encoding='ascii', errors='ignore'``) and starts with a
+``# yolopatch: generated from ...`` line carrying a hash of the rest of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from yolopatch import __version__
+from yolopatch.errors import YolopatchError
+from yolopatch.resources import data_dir
+
+From = Union[int, List[int]]
+Row = List[Any]  # [from, number, module, args], as yaml.safe_load returns it
+
+HEADER_PREFIX = "# yolopatch: generated from "
+HASH_LENGTH = 12
+
+# Modules whose args[0] is their (unscaled) output width, as in YOLOv5 parse_model (v5.0 to master).
+_WIDTH_FROM_ARGS = frozenset({
+    "Conv", "GhostConv", "Bottleneck", "GhostBottleneck", "SPP", "SPPF", "DWConv", "MixConv2d", "Focus",
+    "CrossConv", "BottleneckCSP", "C3", "C3TR", "C3SPP", "C3Ghost", "C3x", "nn.ConvTranspose2d",
+    "DWConvTranspose2d",
+})
+# Modules with a stride argument at args[2]: Conv(c2, k, s, ...), DWConv, GhostConv, MixConv2d, ...
+_STRIDE_AT_ARG2 = frozenset({"Conv", "GhostConv", "DWConv", "MixConv2d", "CrossConv", "GhostBottleneck"})
+_TRANSPOSED = frozenset({"nn.ConvTranspose2d", "DWConvTranspose2d"})
+_POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})
+_SPP = frozenset({"SPP", "SPPF"})
+
+
+def is_detect_like(module: str) -> bool:
+    """Output heads: ``Detect``, ``Segment`` and variants named ``...Detect`` (IDetect, ...)."""
+    return module == "Segment" or module.endswith("Detect")
+
+
+# --------------------------------------------------------------------------------------------
+# Specs: yaml_variants/<key_>.yaml
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A module's default placement, read from ``yaml_variants/<key with _>.yaml``."""
+
+    key: str
+    placement: Tuple[str, ...]
+    args: Tuple[Any, ...]
+    note: str
+    path: Path
+
+
+def load_spec(key: str) -> VariantSpec:
+    """Read and check the shipped spec of module ``key`` (e.g. ``"double-attention"``)."""
+    path = data_dir("yaml_variants") / f"{key.replace('-', '_')}.yaml"
+    if not path.is_file():
+        raise YolopatchError(f"no variant spec for module {key!r}", path=path,
+                             hint="this is a yolopatch bug, please report it")
+    text = path.read_text(encoding="utf-8")
+    data = _safe_load(text, path)
+    if not isinstance(data, dict) or data.get("module") != key:
+        raise YolopatchError(f"variant spec does not declare 'module: {key}'", path=path,
+                             hint="this is a yolopatch bug, please report it")
+    placement = data.get("placement")
+    args = data.get("args", [])
+    if not isinstance(placement, list) or not placement or not isinstance(args, list):
+        raise YolopatchError("variant spec needs a non-empty 'placement' list and an 'args' list", path=path,
+                             hint="this is a yolopatch bug, please report it")
+    positions = tuple(normalize_position(str(position)) for position in placement)
+    for position in positions:
+        _check_position_syntax(position)
+    for arg in args:
+        format_value(arg)  # raises on values that cannot be written back
+    return VariantSpec(key=key, placement=positions, args=tuple(args), note=_leading_comment(text), path=path)
+
+
+def _leading_comment(text: str) -> str:
+    """The file's first comment block, without the ``#`` marks (its one-paragraph rationale)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return " ".join(part for part in lines if part)
+
+
+# --------------------------------------------------------------------------------------------
+# Positions
+
+
+def normalize_position(position: str) -> str:
+    """``" Backbone : 2 "`` -> ``"backbone:2"``; ``"P5"`` -> ``"p5"``."""
+    return "".join(position.split()).lower()
+
+
+def _check_position_syntax(position: str) -> None:
+    if _parse_position(position) is None:
+        raise YolopatchError(f"unknown position {position!r}",
+                             hint="positions are p3, p4, p5 (p2, p6, p7 where the model has them), "
+                                  "sppf, backbone:K or layer:I")
+
+
+def _parse_position(position: str) -> Optional[Tuple[str, int]]:
+    """``"p5"`` -> ("p", 5); ``"sppf"`` -> ("sppf", 0); ``"backbone:2"`` -> ("backbone", 2); else None."""
+    if position == "sppf":
+        return ("sppf", 0)
+    if position.startswith("p") and position[1:].isdigit():
+        return ("p", int(position[1:]))
+    kind, colon, number = position.partition(":")
+    if colon and kind in ("backbone", "layer") and number.isdigit():
+        return (kind, int(number))
+    return None
+
+
+def _position_sort_key(position: str) -> Tuple[int, int]:
+    parsed = _parse_position(normalize_position(position))
+    if parsed is None:
+        return (9, 0)
+    return ({"p": 0, "sppf": 1, "backbone": 2, "layer": 3}[parsed[0]], parsed[1])
+
+
+# --------------------------------------------------------------------------------------------
+# The base model
+
+
+@dataclass(frozen=True)
+class _Section:
+    """Where one of ``backbone``/``head`` sits in the text: the list and each row's spans."""
+
+    flow: bool  # ``[[...], ...]`` (upstream) rather than ``- [...]`` lines
+    start: int  # the list's first character
+    end: int  # one past the list's last character
+    rows: Tuple[Tuple[int, int], ...]  # (start, end) of each row
+    froms: Tuple[Tuple[int, int], ...]  # (start, end) of each row's ``from`` field
+    first_index: int  # absolute index of the section's first row
+
+
+@dataclass(frozen=True, eq=False)
+class BaseModel:
+    """A parsed base YAML: its layers, what sits where, and the text to render from."""
+
+    name: str
+    text: str  # ASCII, ``\\n`` line endings: the text every span refers to
+    data: Dict[str, Any]
+    layers: Tuple[Row, ...]  # backbone + head
+    backbone_length: int
+    detect_index: Optional[int]
+    p_levels: Dict[str, int]  # "p3" -> index of the layer feeding Detect at stride 8
+    sppf_index: Optional[int]
+    widths: Tuple[Optional[int], ...]  # nominal (unscaled) output width of every layer
+    sections: Tuple[_Section, _Section]
+
+
+def parse_base(text: str, name: str) -> BaseModel:
+    """Parse base YAML ``text`` (file name ``name``, for messages) and locate its layers.
+
+    Refuses text that is not a YOLOv5 model YAML, has out-of-range ``from`` references, or is
+    itself a yolopatch-generated variant (generate from its base instead).
+    """
+    text = to_ascii(text)
+    info = parse_generated_header(text)
+    if info is not None:
+        raise YolopatchError(f"{name} was generated by yolopatch from {info.base_name}",
+                             hint=f"generate variants from {info.base_name} instead")
+    path = Path(name)
+    root, data = _compose_and_load(text, path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in ("backbone", "head")):
+        raise YolopatchError("not a YOLOv5 model YAML: it needs 'backbone' and 'head' layer lists", path=path)
+    backbone = _section(text, root, "backbone", 0, path)
+    head = _section(text, root, "head", len(backbone.rows), path)
+    layers = tuple(data["backbone"]) + tuple(data["head"])
+    for index, row in enumerate(layers):
+        _check_row(row, index, path, _line_of(text, _row_start(index, backbone, head)))
+    detect = [index for index, row in enumerate(layers) if is_detect_like(row[2])]
+    detect_index = detect[-1] if detect else None
+    return BaseModel(
+        name=name, text=text, data=data, layers=layers, backbone_length=len(data["backbone"]),
+        detect_index=detect_index,
+        p_levels=_p_levels(layers, detect_index),
+        sppf_index=_sppf_index(layers),
+        widths=tuple(nominal_widths(layers)),
+        sections=(backbone, head),
+    )
+
+
+# libyaml's loader when PyYAML has it (10x faster than the pure-Python one; same nodes and marks).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _safe_load(text: str, path: Path) -> Any:
+    """``yaml.safe_load``; YAML errors become a YolopatchError naming the file and line."""
+    return _compose_and_load(text, path)[1]
+
+
+def _compose_and_load(text: str, path: Path) -> Tuple[Optional[yaml.Node], Any]:
+    """The document's node tree (for text positions) and its data (safe constructor)."""
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+        return root, (yaml.SafeLoader("").construct_document(root) if root is not None else None)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise YolopatchError(f"cannot parse YAML: {problem}", path=path,
+                             line=mark.line + 1 if mark is not None else None,
+                             hint="fix the file so that YOLOv5 itself can read it") from None
+
+
+def _section(text: str, root: yaml.Node, key: str, first_index: int, path: Path) -> _Section:
+    node = [value for name, value in root.value if name.value == key][-1]  # the last wins, as in safe_load
+    if not node.value:
+        raise YolopatchError(f"the {key} layer list is empty", path=path, line=node.start_mark.line + 1)
+    rows = []
+    froms = []
+    for row in node.value:
+        if not isinstance(row, yaml.SequenceNode) or len(row.value) != 4:
+            raise YolopatchError(f"{key} rows must be [from, number, module, args]", path=path,
+                                 line=row.start_mark.line + 1)
+        rows.append((row.start_mark.index, row.end_mark.index))
+        froms.append((row.value[0].start_mark.index, row.value[0].end_mark.index))
+    return _Section(flow=text[node.start_mark.index] == "[", start=node.start_mark.index,
+                    end=node.end_mark.index, rows=tuple(rows), froms=tuple(froms), first_index=first_index)
+
+
+def _row_start(index: int, backbone: _Section, head: _Section) -> int:
+    section = backbone if index < len(backbone.rows) else head
+    return section.rows[index - section.first_index][0]
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _check_row(row: Row, index: int, path: Path, line: int) -> None:
+    if not isinstance(row[2], str):
+        raise YolopatchError(f"layer {index}: module must be a name, not {row[2]!r}", path=path, line=line)
+    try:
+        sources = resolve_from(row[0], index)
+    except YolopatchError as error:
+        raise YolopatchError(error.message, path=path, line=line) from None
+    for source in sources:
+        if not (0 <= source < index or (index == 0 and source == -1)):
+            raise YolopatchError(f"layer {index} ({row[2]}) reads from {row[0]!r}, which is not an earlier layer",
+                                 path=path, line=line, hint="fix the base YAML so that YOLOv5 itself can build it")
+
+
+def resolve_from(from_: Any, index: int) -> List[int]:
+    """Absolute layers read by layer ``index``: ``f >= 0`` is layer f, ``f < 0`` is ``index + f``."""
+    entries = from_ if isinstance(from_, list) else [from_]
+    if not entries or not all(isinstance(entry, int) and not isinstance(entry, bool) for entry in entries):
+        raise YolopatchError(f"layer {index}: 'from' must be an int or a list of ints, not {from_!r}")
+    return [entry if entry >= 0 else index + entry for entry in entries]
+
+
+# --------------------------------------------------------------------------------------------
+# Widths and strides
+
+
+def nominal_widths(layers: Sequence[Row], channels: int = 3) -> List[Optional[int]]:
+    """Unscaled output width of each layer, the number YOLOv5 YAMLs write before width_multiple.
+
+    Channel-changing modules: args[0]; Concat: the sum of its inputs; Contract/Expand: input times
+    or divided by gain**2; Detect-like: None; anything else keeps its (first) input's width.
+    """
+    widths: List[Optional[int]] = []
+    for index, (from_, _, module, args) in enumerate(layers):
+        inputs = [channels if source < 0 else widths[source] for source in resolve_from(from_, index)]
+        widths.append(_width(module, args, inputs))
+    return widths
+
+
+def _width(module: str, args: Any, inputs: List[Optional[int]]) -> Optional[int]:
+    args = args if isinstance(args, list) else []
+    if is_detect_like(module):
+        return None
+    if module in _WIDTH_FROM_ARGS:
+        first = args[0] if args else None
+        return first if isinstance(first, int) and not isinstance(first, bool) else None
+    if module == "Concat":
+        return None if any(width is None for width in inputs) else sum(inputs)  # type: ignore[arg-type]
+    if module in ("Contract", "Expand") and inputs[0] is not None:
+        gain = args[0] if args and isinstance(args[0], int) else 2
+        return inputs[0] * gain ** 2 if module == "Contract" else inputs[0] // gain ** 2
+    return inputs[0]
+
+
+def strides(layers: Sequence[Row]) -> List[Optional[Fraction]]:
+    """Each layer's output stride relative to the image (None where it cannot be worked out).
+
+    Stride factors: Conv-like ``args[2]`` (default 1), Focus ``2 * args[2]``, MaxPool/AvgPool
+    ``args[1]`` (default ``args[0]``), Upsample ``1 / args[1]``, transposed convs ``1 / args[2]``,
+    Contract ``gain``, Expand ``1 / gain``; Concat takes its first input's; everything else 1.
+    """
+    result: List[Optional[Fraction]] = []
+    for index, (from_, _, module, args) in enumerate(layers):
+        inputs = [Fraction(1) if source < 0 else result[source] for source in resolve_from(from_, index)]
+        factor = None if is_detect_like(module) else _stride_factor(module, args if isinstance(args, list) else [])
+        base = inputs[0]
+        result.append(None if base is None or factor is None else base * factor)
+    return result
+
+
+def _number(value: Any) -> Optional[Fraction]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return Fraction(value)
+
+
+def _arg(args: List[Any], position: int, default: Any) -> Any:
+    return args[position] if len(args) > position and args[position] is not None else default
+
+
+def _stride_factor(module: str, args: List[Any]) -> Optional[Fraction]:
+    if module in _STRIDE_AT_ARG2:
+        return _number(_arg(args, 2, 1))
+    if module == "Focus":
+        step = _number(_arg(args, 2, 1))
+        return None if step is None else 2 * step
+    if module in _POOLS:
+        return _number(_arg(args, 1, _arg(args, 0, None)))
+    if module == "nn.Upsample":
+        scale = _number(_arg(args, 1, None))
+        return None if scale is None else 1 / scale
+    if module in _TRANSPOSED:
+        step = _number(_arg(args, 2, 1))
+        return None if step is None else 1 / step
+    if module in ("Contract", "Expand"):
+        gain = _number(_arg(args, 0, 2))
+        return None if gain is None else (gain if module == "Contract" else 1 / gain)
+    return Fraction(1)
+
+
+def _level(stride: Optional[Fraction]) -> Optional[int]:
+    """log2 of a power-of-two integer stride, else None."""
+    if stride is None or stride.denominator != 1 or stride.numerator & (stride.numerator - 1):
+        return None
+    return stride.numerator.bit_length() - 1
+
+
+def _p_levels(layers: Sequence[Row], detect_index: Optional[int]) -> Dict[str, int]:
+    """``{"p3": 17, "p4": 20, "p5": 23}``: the Detect inputs named by stride, else by position."""
+    if detect_index is None:
+        return {}
+    inputs = resolve_from(layers[detect_index][0], detect_index)
+    all_strides = strides(layers)
+    levels = [_level(all_strides[source]) for source in inputs]
+    if any(level is None for level in levels) or len(set(levels)) != len(levels):
+        levels = [3 + order for order in range(len(inputs))]
+    pairs = sorted(zip(levels, inputs))
+    return {f"p{level}": source for level, source in pairs}
+
+
+def _sppf_index(layers: Sequence[Row]) -> Optional[int]:
+    found = [index for index, row in enumerate(layers) if row[2] in _SPP]
+    return found[0] if len(found) == 1 else None
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving positions
+
+
+def offered_positions(base: BaseModel) -> List[str]:
+    """Every position ``resolve_position`` accepts on ``base``, in a stable order."""
+    positions = list(base.p_levels)
+    if base.sppf_index is not None:
+        positions.append("sppf")
+    positions += [f"backbone:{k}" for k in range(base.backbone_length) if _insertable(base, k)]
+    positions += [f"layer:{i}" for i in range(len(base.layers)) if _insertable(base, i)]
+    return positions
+
+
+def describe_positions(base: BaseModel) -> str:
+    """``"p3, p4, p5, sppf, backbone:0..9, layer:0..23"``: offered positions, for messages."""
+    named = list(base.p_levels) + (["sppf"] if base.sppf_index is not None else [])
+    for kind, count in (("backbone", base.backbone_length), ("layer", len(base.layers))):
+        usable = [index for index in range(count) if _insertable(base, index)]
+        if usable:
+            named.append(f"{kind}:{usable[0]}..{usable[-1]}" if usable == list(range(usable[0], usable[-1] + 1))
+                         else ", ".join(f"{kind}:{index}" for index in usable))
+    return ", ".join(named)
+
+
+def _insertable(base: BaseModel, index: int) -> bool:
+    return not is_detect_like(base.layers[index][2]) and base.widths[index] is not None
+
+
+def resolve_position(base: BaseModel, position: str) -> int:
+    """The layer index a position means on ``base``; the module goes on that layer's output."""
+    normalized = normalize_position(position)
+    parsed = _parse_position(normalized)
+    index: Optional[int] = None
+    if parsed is not None:
+        kind, number = parsed
+        if kind == "p":
+            index = base.p_levels.get(normalized)
+        elif kind == "sppf":
+            index = base.sppf_index
+        elif kind == "backbone" and number < base.backbone_length:
+            index = number
+        elif kind == "layer" and number < len(base.layers):
+            index = number
+    if index is None or not _insertable(base, index):
+        raise YolopatchError(f"position {position!r} does not exist in {base.name}",
+                             hint=f"{base.name} offers {describe_positions(base)}")
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# The remap
+
+
+@dataclass(frozen=True)
+class Remap:
+    """Index bookkeeping for a set of insertions into ``n`` base layers.
+
+    ``new_index[j]``: where base layer j lands (j plus the rows inserted before it);
+    ``output_index[j]``: the layer that now carries j's output to its consumers (the last module
+    inserted after j, or j itself).
+    """
+
+    new_index: Tuple[int, ...]
+    output_index: Tuple[int, ...]
+
+
+def plan_remap(layer_count: int, points: Sequence[int]) -> Remap:
+    """Remap for inserting one row after each of ``points`` (repeats chain on the same layer)."""
+    counts = Counter(points)
+    new_index: List[int] = []
+    output_index: List[int] = []
+    shift = 0
+    for index in range(layer_count):
+        new_index.append(index + shift)
+        shift += counts[index]
+        output_index.append(index + shift)
+    return Remap(tuple(new_index), tuple(output_index))
+
+
+def remap_from(from_: From, index: int, remap: Remap) -> From:
+    """Base layer ``index``'s ``from`` after the insertions.
+
+    Each entry is resolved to the base layer a it means; it now reads ``output_index[a]``
+    (the inserted module where one was put on a). Absolute entries stay absolute, relative
+    entries stay relative to the layer's new index; the image (``-1`` on layer 0) stays ``-1``.
+    """
+    def one(entry: int) -> int:
+        source = entry if entry >= 0 else index + entry
+        if source < 0:
+            return entry
+        target = remap.output_index[source]
+        return target if entry >= 0 else target - remap.new_index[index]
+
+    return [one(entry) for entry in from_] if isinstance(from_, list) else one(from_)
+
+
+def insert_layers(layers: Sequence[Row], insertions: Sequence[Tuple[int, Row]]) -> List[Row]:
+    """Insert each ``(after_layer_index, row)`` and remap every ``from`` (see the module docstring).
+
+    Inserted rows must read ``-1`` (the layer they follow, or the previous module of a chain);
+    insertions on the same layer are chained in the order given. Returns new row lists.
+    """
+    for after, row in insertions:
+        if not 0 <= after < len(layers):
+            raise ValueError(f"cannot insert after layer {after}: the model has layers 0..{len(layers) - 1}")
+        if row[0] != -1:
+            raise ValueError(f"an inserted row must read from -1, not {row[0]!r}")
+    remap = plan_remap(len(layers), [after for after, _ in insertions])
+    by_layer: Dict[int, List[Row]] = {}
+    for after, row in insertions:
+        by_layer.setdefault(after, []).append(row)
+    result: List[Row] = []
+    for index, (from_, number, module, args) in enumerate(layers):
+        result.append([remap_from(from_, index, remap), number, module, args])
+        result.extend(list(row) for row in by_layer.get(index, []))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+class Placement(NamedTuple):
+    """One module to insert: its class, key, positions (as typed) and YAML args after the width."""
+
+    class_name: str
+    key: str
+    positions: Sequence[str]
+    args: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class _Insertion:
+    after: int  # base layer index
+    class_name: str
+    position: str
+    row: Row
+
+
+def plan_insertions(base: BaseModel, modules: Sequence[Placement]) -> List[_Insertion]:
+    """Resolve every module's positions on ``base`` into rows, in chain order per layer."""
+    insertions: List[_Insertion] = []
+    for placement in modules:
+        placement = Placement(*placement)
+        if not placement.positions:
+            raise YolopatchError(f"no position given for {placement.key}",
+                                 hint=f"{base.name} offers {describe_positions(base)}")
+        seen: Dict[int, str] = {}
+        for position in placement.positions:
+            after = resolve_position(base, position)
+            if after in seen:
+                raise YolopatchError(f"{placement.key}: positions {seen[after]!r} and {position!r} are the same "
+                                     f"layer ({after}) of {base.name}", hint="give each layer once")
+            seen[after] = position
+            row: Row = [-1, 1, placement.class_name, [base.widths[after], *placement.args]]
+            insertions.append(_Insertion(after, placement.class_name, normalize_position(position), row))
+    return sorted(insertions, key=lambda insertion: insertion.after)  # stable: module order per layer
+
+
+def render_variant(base_text: str, base_name: str, modules: Sequence[Placement]) -> str:
+    """The variant YAML text: ``base_text`` with ``modules`` inserted, and the yolopatch header.
+
+    ``modules`` are ``(class_name, key, positions, args)``; a module goes on the output of the layer
+    each position means, with the row ``[-1, 1, ClassName, [nominal width, *args]]``.
+    """
+    base = parse_base(base_text, base_name)
+    insertions = plan_insertions(base, modules)
+    remap = plan_remap(len(base.layers), [insertion.after for insertion in insertions])
+    edits: List[Tuple[int, int, str]] = []
+    for section in base.sections:
+        edits += _section_edits(base, section, insertions, remap)
+    body = to_ascii(_apply_edits(base.text, edits))
+    return header_line(base_name, [(Placement(*m).key, tuple(Placement(*m).positions)) for m in modules],
+                       body) + body
+
+
+def _section_edits(base: BaseModel, section: _Section, insertions: Sequence[_Insertion],
+                   remap: Remap) -> List[Tuple[int, int, str]]:
+    edits: List[Tuple[int, int, str]] = []
+    text = base.text
+    prefix = _row_prefix(text, section)
+    for offset, ((row_start, row_end), (from_start, from_end)) in enumerate(zip(section.rows, section.froms)):
+        index = section.first_index + offset
+        from_ = base.layers[index][0]
+        new_from = remap_from(from_, index, remap)
+        if new_from != from_:
+            edits.append((from_start, from_end, format_value(new_from)))
+        gap_end = section.rows[offset + 1][0] if offset + 1 < len(section.rows) else _closing(text, section)
+        head_end = text.find("\n", row_end, gap_end)
+        head_end = gap_end if head_end < 0 else head_end
+        head = _renumber_comment(text[row_end:head_end], index, remap.new_index[index])
+        chained = [insertion for insertion in insertions if insertion.after == index]
+        if chained and section.flow and "," not in head.split("#", 1)[0]:
+            head = "," + head
+        for number, insertion in enumerate(chained, start=remap.new_index[index] + 1):
+            comma = "," if section.flow else ""
+            head += (f"\n{prefix}{format_value(insertion.row)}{comma}  "
+                     f"# {number} {insertion.class_name} at {insertion.position}")
+        if head != text[row_end:head_end]:
+            edits.append((row_end, head_end, head))
+    return edits
+
+
+def _closing(text: str, section: _Section) -> int:
+    """Where the last row's trailing text ends: before ``]`` (flow) or at the list's end (block)."""
+    return section.end - 1 if section.flow else section.end
+
+
+def _row_prefix(text: str, section: _Section) -> str:
+    """What precedes a row on its line: the indentation (flow), or indentation and ``- `` (block)."""
+    start = section.rows[-1][0]
+    line_start = text.rfind("\n", 0, start) + 1
+    before = text[line_start:start]
+    if section.flow:
+        return " " * len(before)
+    return before if set(before) <= {" ", "-"} and "-" in before else "- "
+
+
+def _renumber_comment(head: str, old: int, new: int) -> str:
+    """In a row's trailing ``,  # 17 (P3/8-small)``, replace a leading layer number ``old`` with ``new``."""
+    hash_at = head.find("#")  # only a comma and spaces can precede a comment between rows
+    if hash_at < 0 or old == new:
+        return head
+    comment = head[hash_at + 1:]
+    digits_at = len(comment) - len(comment.lstrip(" "))
+    digits_end = digits_at
+    while digits_end < len(comment) and comment[digits_end].isdigit():
+        digits_end += 1
+    if digits_end == digits_at or int(comment[digits_at:digits_end]) != old:
+        return head
+    return head[:hash_at + 1] + comment[:digits_at] + str(new) + comment[digits_end:]
+
+
+def _apply_edits(text: str, edits: Sequence[Tuple[int, int, str]]) -> str:
+    parts: List[str] = []
+    cursor = 0
+    for start, end, new in sorted(edits):
+        if start < cursor:
+            raise AssertionError(f"overlapping edits at {start}")  # a bug in this module, not user input
+        parts += [text[cursor:start], new]
+        cursor = end
+    parts.append(text[cursor:])
+    return "".join(parts)
+
+
+def format_value(value: Any) -> str:
+    """A YAML flow value in YOLOv5's style: ``[-1, 1, SOCA, [1024, 16]]``, ``True``, ``'nearest'``."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return "None"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list) or isinstance(value, tuple):
+        return "[" + ", ".join(format_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        plain = value.replace(".", "").replace("_", "").isalnum() and value.isascii() and not value[0].isdigit()
+        reserved = value.lower() in ("true", "false", "yes", "no", "on", "off", "null", "y", "n")
+        return value if plain and not reserved else "'" + value.replace("'", "''") + "'"
+    raise YolopatchError(f"cannot write {value!r} into a model YAML", hint="use numbers, booleans or names")
+
+
+# --------------------------------------------------------------------------------------------
+# Text hygiene and the generated header
+
+
+def to_ascii(text: str) -> str:
+    """``\\n`` line endings and ASCII only: non-ASCII characters dropped (one of the spaces around a
+    dropped character too, so ``YOLOv5 <rocket> by`` becomes ``YOLOv5 by``)."""
+    text = text.replace("\r\n", "\n")
+    if text.isascii():
+        return text
+    out: List[str] = []
+    drop_space = False
+    for char in text:
+        if not char.isascii():
+            drop_space = bool(out) and out[-1] == " "
+            continue
+        if not (drop_space and char == " "):
+            out.append(char)
+        drop_space = False
+    return "".join(out)
+
+
+def body_hash(body: str) -> str:
+    """First 12 hex digits of the sha256 of the text after the header line (``\\n`` endings)."""
+    return hashlib.sha256(body.replace("\r\n", "\n").encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def header_line(base_name: str, placements: Sequence[Tuple[str, Sequence[str]]], body: str) -> str:
+    """``# yolopatch: generated from yolov5s.yaml with soca at p5; sge at p4,p5 (yolopatch 0.1.0,
+    sha256=...)`` plus the newline; ``placements`` are (key, positions)."""
+    modules = "; ".join(f"{key} at {','.join(normalize_position(p) for p in positions)}"
+                        for key, positions in placements)
+    return f"{HEADER_PREFIX}{base_name} with {modules} (yolopatch {__version__}, sha256={body_hash(body)})\n"
+
+
+@dataclass(frozen=True)
+class GeneratedInfo:
+    """What a generated variant's first line records."""
+
+    base_name: str
+    placements: Tuple[Tuple[str, Tuple[str, ...]], ...]  # (key, positions) per module
+    yolopatch_version: str
+    recorded_hash: str
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        return tuple(key for key, _ in self.placements)
+
+
+def parse_generated_header(text: str) -> Optional[GeneratedInfo]:
+    """The header of a yolopatch-generated variant, or None if ``text`` does not start with one."""
+    first = text.split("\n", 1)[0].rstrip("\r")
+    if not first.startswith(HEADER_PREFIX):
+        return None
+    main, marker, tail = first[len(HEADER_PREFIX):].rpartition(" (yolopatch ")
+    base_name, with_, modules = main.rpartition(" with ")
+    version, sha_marker, recorded = tail.rstrip(")").partition(", sha256=")
+    if not (marker and with_ and sha_marker and base_name and tail.endswith(")")):
+        return None
+    placements = []
+    for part in modules.split("; "):
+        key, at, positions = part.partition(" at ")
+        if not (at and key and positions):
+            return None
+        placements.append((key, tuple(positions.split(","))))
+    return GeneratedInfo(base_name, tuple(placements), version, recorded)
+
+
+def is_edited(text: str) -> bool:
+    """True when a generated variant's body no longer matches the hash its header recorded."""
+    info = parse_generated_header(text)
+    if info is None:
+        raise YolopatchError("not a yolopatch-generated variant (no '# yolopatch: generated from' first line)")
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    return body_hash(body) != info.recorded_hash
+
+
+def variant_filename(base_name: str, key: str, positions: Sequence[str], default_positions: Sequence[str]) -> str:
+    """``yolov5s.yaml`` + soca at its default -> ``yolov5s-soca.yaml``; elsewhere ->
+    ``yolov5s-soca-p4-p5.yaml`` (positions in canonical order, ``backbone:2`` as ``backbone2``)."""
+    name = Path(base_name).name
+    stem, suffix = (name.rsplit(".", 1)[0], "." + name.rsplit(".", 1)[1]) if "." in name else (name, ".yaml")
+    chosen = sorted({normalize_position(p) for p in positions}, key=_position_sort_key)
+    default = sorted({normalize_position(p) for p in default_positions}, key=_position_sort_key)
+    if chosen == default:
+        return f"{stem}-{key}{suffix}"
+    return f"{stem}-{key}-" + "-".join(position.replace(":", "") for position in chosen) + suffix
