@@ -155,6 +155,70 @@ def variant(
                                 positions=_split(at), dry_run=dry_run))
 
 
+SourceOption = Annotated[str, typer.Option("--source", help="auto (git, else the package index), git or pypi.")]
+RefOption = Annotated[str, typer.Option("--ref", help="Release tag: v5.0, v6.0, v6.1, v6.2 or v7.0 (git: any ref).")]
+
+
+@app.command()
+def clone(
+    dest: Annotated[Path, typer.Argument(help="Where the tree goes (must not exist, or be empty).")] = Path("yolov5"),
+    ref: RefOption = "v7.0",
+    source: SourceOption = "auto",
+) -> None:
+    """Get a YOLOv5 tree: a shallow git clone, or the same release from the package index."""
+    from yolopatch.commands.clone import clone as clone_command
+
+    run(lambda: clone_command(dest, ref=ref, source=source))
+
+
+@app.command()
+def demo(
+    dest: Annotated[Path, typer.Option("--dest", help="Working tree (cloned if absent, reused if a tree).")] = Path("yolov5-demo"),
+    ref: RefOption = "v7.0",
+    source: SourceOption = "auto",
+    img: Annotated[int, typer.Option("--img", help="Image size for the GFLOPs and latency measurements.")] = 640,
+) -> None:
+    """The main job in one command: get YOLOv5, apply all five modules, verify base and variants."""
+    from yolopatch.commands.demo import demo as demo_command
+
+    run(lambda: demo_command(dest, ref=ref, source=source, img=img))
+
+
+CHECK_FORMATS = ("text", "json", "github")
+
+
+def _check_format(value: str) -> str:
+    if value not in CHECK_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(CHECK_FORMATS)}")
+    return value
+
+
+@app.command()
+def check(
+    repo: RepoOption = Path("."),
+    build: Annotated[bool, typer.Option("--build", help="Also build every generated variant (needs torch).")] = False,
+    output_format: Annotated[str, typer.Option("--format", metavar="[text|json|github]", callback=_check_format,
+                                               help="Output: text lines, a JSON document, or GitHub annotations.")] = "text",
+) -> None:
+    """Check that everything yolopatch added is present, intact and consistent; writes nothing.
+
+    Exit 0: no drift; 1: findings; 2: check could not run (usage error, no YOLOv5 tree at --repo).
+    """
+    from yolopatch.commands.check import check as check_command
+    from yolopatch.errors import YolopatchError
+
+    def command() -> int:
+        try:
+            return check_command(repo, build=build, output_format=output_format)
+        except YolopatchError:
+            raise
+        except Exception as error:  # noqa: BLE001 - exit 1 means drift; a crash must not look like drift
+            raise YolopatchError(f"internal error: {type(error).__name__}: {error} "
+                                 f"(run again with --debug for the traceback)", exit_code=2) from error
+
+    run(command)
+
+
 def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`
     app(prog_name="yolopatch")
 

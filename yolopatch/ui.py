@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-stdout = Console(highlight=False, soft_wrap=True)
+# Piped output is read by tools and grep: do not fold tables at 80 columns there.
+_PIPED_WIDTH = None if sys.stdout.isatty() else 200
+stdout = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -61,6 +61,9 @@ _STRIDE_AT_ARG2 = frozenset({"Conv", "GhostConv", "DWConv", "MixConv2d", "CrossC
 _TRANSPOSED = frozenset({"nn.ConvTranspose2d", "DWConvTranspose2d"})
 _POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})
 _SPP = frozenset({"SPP", "SPPF"})
+# libyaml's loader when PyYAML has it: 10x faster, same nodes; its marks count bytes, which are
+# characters here because parse_base hands it ASCII text only.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def is_detect_like(module: str) -> bool:
@@ -214,10 +217,6 @@ def parse_base(text: str, name: str) -> BaseModel:
         widths=tuple(nominal_widths(layers)),
         sections=(backbone, head),
     )
-
-
-# libyaml's loader when PyYAML has it (10x faster than the pure-Python one; same nodes and marks).
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _safe_load(text: str, path: Path) -> Any:
@@ -530,8 +529,7 @@ class _Insertion:
 def plan_insertions(base: BaseModel, modules: Sequence[Placement]) -> List[_Insertion]:
     """Resolve every module's positions on ``base`` into rows, in chain order per layer."""
     insertions: List[_Insertion] = []
-    for placement in modules:
-        placement = Placement(*placement)
+    for placement in (Placement(*module) for module in modules):
         if not placement.positions:
             raise YolopatchError(f"no position given for {placement.key}",
                                  hint=f"{base.name} offers {describe_positions(base)}")
@@ -553,42 +551,57 @@ def render_variant(base_text: str, base_name: str, modules: Sequence[Placement])
     ``modules`` are ``(class_name, key, positions, args)``; a module goes on the output of the layer
     each position means, with the row ``[-1, 1, ClassName, [nominal width, *args]]``.
     """
+    placements = [Placement(*module) for module in modules]
+    if not placements:
+        raise YolopatchError("no module to insert", hint="name at least one module")
     base = parse_base(base_text, base_name)
-    insertions = plan_insertions(base, modules)
+    insertions = plan_insertions(base, placements)
     remap = plan_remap(len(base.layers), [insertion.after for insertion in insertions])
     edits: List[Tuple[int, int, str]] = []
     for section in base.sections:
         edits += _section_edits(base, section, insertions, remap)
     body = to_ascii(_apply_edits(base.text, edits))
-    return header_line(base_name, [(Placement(*m).key, tuple(Placement(*m).positions)) for m in modules],
-                       body) + body
+    return header_line(base_name, [(p.key, p.positions) for p in placements], body) + body
 
 
 def _section_edits(base: BaseModel, section: _Section, insertions: Sequence[_Insertion],
                    remap: Remap) -> List[Tuple[int, int, str]]:
+    """(start, end, new text) edits for one section: changed ``from`` fields, and each row's
+    trailing text (comma and comment) with its layer number updated and inserted rows appended."""
     edits: List[Tuple[int, int, str]] = []
-    text = base.text
-    prefix = _row_prefix(text, section)
-    for offset, ((row_start, row_end), (from_start, from_end)) in enumerate(zip(section.rows, section.froms)):
+    prefix = _row_prefix(base.text, section)
+    for offset, ((_, row_end), (from_start, from_end)) in enumerate(zip(section.rows, section.froms)):
         index = section.first_index + offset
-        from_ = base.layers[index][0]
-        new_from = remap_from(from_, index, remap)
-        if new_from != from_:
+        new_from = remap_from(base.layers[index][0], index, remap)
+        if new_from != base.layers[index][0]:
             edits.append((from_start, from_end, format_value(new_from)))
-        gap_end = section.rows[offset + 1][0] if offset + 1 < len(section.rows) else _closing(text, section)
-        head_end = text.find("\n", row_end, gap_end)
-        head_end = gap_end if head_end < 0 else head_end
-        head = _renumber_comment(text[row_end:head_end], index, remap.new_index[index])
+        gap_end = section.rows[offset + 1][0] if offset + 1 < len(section.rows) else _closing(base.text, section)
+        line_end = base.text.find("\n", row_end, gap_end)
+        tail_end = gap_end if line_end < 0 else line_end
         chained = [insertion for insertion in insertions if insertion.after == index]
-        if chained and section.flow and "," not in head.split("#", 1)[0]:
-            head = "," + head
-        for number, insertion in enumerate(chained, start=remap.new_index[index] + 1):
-            comma = "," if section.flow else ""
-            head += (f"\n{prefix}{format_value(insertion.row)}{comma}  "
-                     f"# {number} {insertion.class_name} at {insertion.position}")
-        if head != text[row_end:head_end]:
-            edits.append((row_end, head_end, head))
+        tail = _row_tail(base.text[row_end:tail_end], section.flow, prefix, chained,
+                         remap.new_index[index], index, same_line_follows=line_end < 0)
+        if tail != base.text[row_end:tail_end]:
+            edits.append((row_end, tail_end, tail))
     return edits
+
+
+def _row_tail(tail: str, flow: bool, prefix: str, chained: Sequence[_Insertion], new_index: int, old_index: int,
+              same_line_follows: bool) -> str:
+    """A row's trailing text up to the end of its line (``,  # 17 (P3/8-small)``), renumbered,
+    followed by the rows inserted after it, one per line, each with its own ``# index`` comment."""
+    tail = _renumber_comment(tail, old_index, new_index)
+    if not chained:
+        return tail
+    comma = "," if flow else ""
+    if flow and "," not in tail.split("#", 1)[0]:  # the last row of a list may lack its comma
+        tail = "," + tail
+    for number, insertion in enumerate(chained, start=new_index + 1):
+        comment = f"# {number} {insertion.class_name} at {insertion.position}"
+        tail += f"\n{prefix}{format_value(insertion.row)}{comma}  {comment}"
+    if same_line_follows:  # a next row or ``]`` on the same line must not end up inside our comment
+        tail += "\n" + prefix
+    return tail
 
 
 def _closing(text: str, section: _Section) -> int:

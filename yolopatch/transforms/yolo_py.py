@@ -232,15 +232,28 @@ def drop_foreign(source: str, class_name: str) -> str:
 
 def drop_foreign_module(module: cst.Module, class_name: str) -> cst.Module:
     """``drop_foreign`` on a parsed module."""
-    head = _channel_chain(_parse_model(module))
+    function = _parse_model(module)
+    head = _channel_chain(function)
     links = _chain(head)
     kept = [
         link for link in links
         if not (_identity_name(link) == class_name and markers.marker_of(link) is None)
     ]
-    kept = [_without_element(link, class_name) if m.matches(link.test, _MEMBERSHIP) else link for link in kept]
-    new_head = _rebuild(kept, links[-1].orelse)
-    return _replace_chain(module, head, new_head)  # type: ignore[arg-type]
+    module = _replace_chain(module, head, _rebuild(kept, links[-1].orelse))  # type: ignore[arg-type]
+    function = _parse_model(module)
+    cleaned = function.visit(_DropFromMemberships(class_name))
+    return _replace_top_level(module, function, cleaned)
+
+
+class _DropFromMemberships(cst.CSTTransformer):
+    """Take a name out of every ``m in [...]`` test (the blog posts also add theirs to the nested
+    ``if m in [BottleneckCSP, C3, ...]`` repeat list)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def leave_If(self, original: cst.If, updated: cst.If) -> cst.If:
+        return _without_element(updated, self.name) if m.matches(updated.test, _MEMBERSHIP) else updated
 
 
 def _without_element(link: cst.If, name: str) -> cst.If:

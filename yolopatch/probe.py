@@ -1,0 +1,421 @@
+"""Build model YAMLs through a YOLOv5 tree's own code and measure them (run by `yolopatch verify`).
+
+A standalone script, run in a subprocess with the user's interpreter::
+
+    python probe.py --root ROOT --module models.yolo [--img 640] [--runs 5] [--out FILE] CFG [CFG ...]
+
+It imports only the standard library, torch and the tree's own code (never yolopatch, which need
+not be installed in that interpreter). ``ROOT`` goes first on ``sys.path``; ``--module`` is the
+dotted name of the tree's ``yolo.py`` (``models.yolo`` in a checkout, ``yolov5.models.yolo`` in the
+package layout). For every CFG, in one process (importing YOLOv5 costs seconds):
+
+- ``Model(cfg)`` in eval mode: one forward of a batch-1 ``img x img`` random image under
+  ``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs (2 per multiply-add, YOLOv5's own
+  GFLOPs convention; unlike thop it also sees the matrix products inside attention modules) and,
+  through forward pre-hooks, each top-level layer's input channels; then ``--runs`` timed eval
+  forwards (median, milliseconds);
+- train mode: a forward of a batch-2 image (BatchNorm needs more than one value per channel, even
+  on a P6 map of 1x1) and a backward of the sum of the output means; every parameter the backward
+  did not reach is listed by name.
+
+Output: JSON lines, one record per line, flushed as they come (the caller follows progress):
+``{"kind": "env", ...}`` once, then ``{"kind": "result", "cfg": ...}`` per CFG, then
+``{"kind": "done"}``; or a single ``{"kind": "fatal", ...}`` when the tree cannot be imported
+(``missing_module`` names a module the interpreter lacks). With ``--out`` they go to that file;
+without, to stdout. YOLOv5 prints a lot while building: file descriptor 1 is pointed at stderr
+before the tree is imported, so its output (Python or C level) never mixes with the records.
+
+Offline: before the tree is imported, its config dirs (``YOLOV5_CONFIG_DIR``, Ultralytics'
+``YOLO_CONFIG_DIR``) point at a temporary folder, ``YOLO_OFFLINE``/``HF_HUB_OFFLINE`` are set,
+pip is told ``PIP_NO_INDEX`` and proxies point at a dead local port (for any child process), and
+in this process socket connections, DNS look-ups of remote hosts, ``urllib`` opens and child
+processes running ``pip install``/``curl``/``wget``/``git clone`` fail at once. Each attempt is
+recorded in ``network_attempts`` of the record being worked on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, IO, List, Optional, Sequence
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# `python .../yolopatch/probe.py` puts yolopatch/ itself first on sys.path, whose module names
+# (tree, state, ui, ...) could shadow what YOLOv5 or its dependencies import.
+if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+    del sys.path[0]
+
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections fail at once
+LOCAL_HOSTS = frozenset({None, "", "localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1"})
+_DOWNLOAD_COMMAND = re.compile(r"\bpip3?\b.*\b(install|download)\b|\bcurl\b|\bwget\b|\bgit\s+(clone|fetch|pull)\b")
+
+network_attempts: List[str] = []
+
+
+class NetworkBlocked(ConnectionRefusedError):
+    """Raised for every network access the tree attempts while it is being verified."""
+
+
+# --------------------------------------------------------------------------------------------
+# Offline guard
+
+
+def _refuse(what: str) -> NetworkBlocked:
+    network_attempts.append(what)
+    return NetworkBlocked(f"yolopatch verify runs offline: blocked {what}")
+
+
+def offline_environment(config_dir: str) -> Dict[str, str]:
+    """Environment variables that keep YOLOv5, Ultralytics, pip, curl and git off the network."""
+    env = {
+        "YOLOV5_CONFIG_DIR": config_dir,  # YOLOv5 >= 6.0 utils.general.user_config_dir (fonts, settings)
+        "YOLO_CONFIG_DIR": config_dir,  # ultralytics (imported by the yolov5 7.0.x wheels)
+        "YOLO_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PIP_NO_INDEX": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env[name] = DEAD_PROXY
+    return env
+
+
+def block_network() -> None:
+    """Make every network access of this process (and downloads by child processes) fail fast."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    unix = getattr(socket, "AF_UNIX", None)
+    original_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if unix is not None and self.family == unix:
+            return original_connect(self, address)
+        raise _refuse(f"connect to {address!r}")
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if unix is not None and self.family == unix:
+            return original_connect_ex(self, address)
+        raise _refuse(f"connect to {address!r}")
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in LOCAL_HOSTS:
+            return original_getaddrinfo(host, *args, **kwargs)
+        raise _refuse(f"DNS look-up of {host!r}")
+
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
+        raise _refuse(f"connection to {address!r}")
+
+    def urlopen(url: Any, *args: Any, **kwargs: Any) -> Any:
+        raise _refuse(f"download of {getattr(url, 'full_url', url)}")
+
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo
+    socket.create_connection = create_connection
+    urllib.request.urlopen = urlopen
+
+    class GuardedPopen(subprocess.Popen):  # type: ignore[type-arg]
+        """subprocess.Popen that refuses download commands (pip install, curl, wget, git clone)."""
+
+        def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+            command = args if isinstance(args, (str, bytes)) else " ".join(map(str, args))
+            if isinstance(command, bytes):
+                command = command.decode(errors="replace")
+            if _DOWNLOAD_COMMAND.search(command):
+                raise _refuse(f"command {command!r}")
+            super().__init__(args, *rest, **kwargs)
+
+    original_system = os.system
+
+    def system(command: str) -> int:
+        if _DOWNLOAD_COMMAND.search(str(command)):
+            network_attempts.append(f"command {command!r}")
+            return 1
+        return original_system(command)
+
+    subprocess.Popen = GuardedPopen  # type: ignore[misc]
+    os.system = system
+
+
+# --------------------------------------------------------------------------------------------
+# Importing the tree
+
+
+def pip_name(module: str) -> str:
+    """The pip requirement that provides top-level ``module``."""
+    names = {"cv2": "opencv-python", "PIL": "pillow", "yaml": "pyyaml", "git": "gitpython",
+             "pkg_resources": "'setuptools<81'", "IPython": "ipython", "sklearn": "scikit-learn",
+             "google": "protobuf"}
+    return names.get(module, module)
+
+
+def import_tree(root: str, module_name: str) -> Any:
+    """Import the tree's yolo.py with ``root`` first on sys.path; check it came from the tree."""
+    import importlib
+
+    sys.path.insert(0, root)
+    module = importlib.import_module(module_name)
+    where = os.path.realpath(getattr(module, "__file__", "") or "")
+    if not where.startswith(os.path.realpath(root) + os.sep):
+        raise ImportError(f"{module_name} was imported from {where}, not from the tree at {root} "
+                          f"(another YOLOv5 shadows it on sys.path)")
+    return module
+
+
+def model_class(module: Any) -> Callable[..., Any]:
+    """``Model`` (v5.0 to 7.0; an alias of DetectionModel since 6.2) or ``DetectionModel``."""
+    for name in ("Model", "DetectionModel"):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"{module.__name__} defines neither Model nor DetectionModel")
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring one model
+
+
+def shapes(value: Any) -> Any:
+    """Nested list of the tensor shapes in a (nested) model output."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return [int(size) for size in value.shape]
+    if isinstance(value, (list, tuple)):
+        return [shapes(item) for item in value]
+    return None
+
+
+def tensors(value: Any) -> List[Any]:
+    """The tensors in a (nested) model output, flattened."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in tensors(item)]
+    return []
+
+
+def _channels(value: Any) -> Any:
+    if hasattr(value, "shape") and len(value.shape) >= 2:
+        return int(value.shape[1])
+    if isinstance(value, (list, tuple)):
+        return [_channels(item) for item in value]
+    return None
+
+
+def _last_line(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+
+
+class Stage:
+    """Remembers which step of the measurement is running, for the error record."""
+
+    def __init__(self) -> None:
+        self.name = "build"
+
+
+def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: int, stage: Stage) -> Dict[str, Any]:
+    """Build ``cfg`` and measure it (see the module docstring); raises on the first failure."""
+    torch.manual_seed(0)
+    stage.name = "build"
+    model = build(cfg)
+    record: Dict[str, Any] = {"params": sum(int(p.numel()) for p in model.parameters())}
+    stride = int(max(model.stride)) if hasattr(model, "stride") else 32
+    record["stride"] = stride
+    if img % stride:
+        raise ValueError(f"--img {img} is not a multiple of this model's largest stride {stride}")
+
+    stage.name = "forward"
+    model.eval()
+    layers = list(getattr(model, "model", []))
+    inputs: Dict[int, Any] = {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda module, args, index=index: inputs.__setitem__(index, _channels(args[0] if args else None)))
+        for index, layer in enumerate(layers)]
+    image = torch.randn(1, 3, img, img)
+    try:
+        with torch.no_grad():
+            flops = count_flops(torch, model, image)
+            output = model(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    record["flops"] = flops
+    record["gflops"] = None if flops is None else flops / 1e9
+    record["output_shapes"] = shapes(output)
+    record["layers"] = [{
+        "index": index,
+        "from": getattr(layer, "f", None),
+        "type": str(getattr(layer, "type", type(layer).__name__)),
+        "class": type(layer).__name__,
+        "params": sum(int(p.numel()) for p in layer.parameters()),
+        "in_channels": inputs.get(index),
+    } for index, layer in enumerate(layers)]
+
+    stage.name = "latency"
+    record["latency_ms"] = latency_ms(torch, model, image, runs)
+
+    stage.name = "backward"
+    model.train()
+    model.zero_grad(set_to_none=True)
+    output = model(torch.randn(2, 3, img, img))
+    loss = sum(tensor.float().mean() for tensor in tensors(output))
+    loss.backward()
+    record["backward_ok"] = True
+    record["params_without_grad"] = [name for name, parameter in model.named_parameters()
+                                     if parameter.requires_grad and parameter.grad is None]
+    return record
+
+
+def count_flops(torch: Any, model: Any, image: Any) -> Optional[int]:
+    """FLOPs of one forward (2 per multiply-add), or None when torch has no FlopCounterMode (< 2.1)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(image)
+    return int(counter.get_total_flops())
+
+
+def latency_ms(torch: Any, model: Any, image: Any, runs: int) -> Optional[float]:
+    """Median wall time of ``runs`` eval forwards after one warm-up, in milliseconds."""
+    if runs <= 0:
+        return None
+    times = []
+    with torch.no_grad():
+        model(image)
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(image)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+class Records:
+    """Writes JSON-lines records to a file or to the real stdout, one flushed line each."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, record: Dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record) + "\n")
+        self.stream.flush()
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="the folder to put first on sys.path")
+    parser.add_argument("--module", required=True, help="dotted name of the tree's yolo.py")
+    parser.add_argument("--img", type=int, default=640, help="image size for FLOPs, latency and backward")
+    parser.add_argument("--runs", type=int, default=5, help="timed eval forwards per model (0: no timing)")
+    parser.add_argument("--out", help="write the JSON-lines records here instead of stdout")
+    parser.add_argument("cfgs", nargs="+", help="model YAMLs")
+    return parser.parse_args(argv)
+
+
+def _redirect_stdout_to_stderr() -> IO[str]:
+    """Point fd 1 at stderr (YOLOv5's prints go there); return a stream on the original stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(saved, "w", encoding="utf-8")
+
+
+def run(args: argparse.Namespace, records: Records) -> int:
+    try:
+        import torch
+    except ModuleNotFoundError as error:
+        records.write(_fatal(error))
+        return 1
+    try:
+        module = import_tree(args.root, args.module)
+        build = model_class(module)
+    except Exception as error:  # noqa: BLE001 - any import failure is reported, not raised
+        records.write(_fatal(error))
+        return 1
+    flop_counter = True
+    try:
+        from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
+    except ImportError:
+        flop_counter = False
+    records.write({"kind": "env", "python": sys.version.split()[0], "executable": sys.executable,
+                   "torch": torch.__version__, "module_file": module.__file__, "flop_counter": flop_counter,
+                   "network_attempts": _take_attempts()})
+    failed = 0
+    for cfg in args.cfgs:
+        record = _one(torch, build, cfg, args.img, args.runs)
+        records.write(record)
+        failed += record["error"] is not None
+    records.write({"kind": "done", "failed": failed})
+    return 1 if failed else 0
+
+
+def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int, runs: int) -> Dict[str, Any]:
+    stage = Stage()
+    start = time.perf_counter()
+    record: Dict[str, Any] = {"kind": "result", "cfg": cfg}
+    try:
+        record.update(measure(torch, build, cfg, img, runs, stage))
+        record["error"] = None
+    except Exception as error:  # noqa: BLE001 - every failure becomes a record
+        record.update(error=_last_line(error), stage=stage.name, traceback=traceback.format_exc())
+        record.setdefault("backward_ok", False)
+        traceback.print_exc()
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    record["network_attempts"] = _take_attempts()
+    return record
+
+
+def _take_attempts() -> List[str]:
+    taken = list(network_attempts)
+    network_attempts.clear()
+    return taken
+
+
+def _fatal(error: BaseException) -> Dict[str, Any]:
+    missing = None
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        missing = error.name.split(".")[0]
+    traceback.print_exc()
+    return {"kind": "fatal", "error": _last_line(error), "missing_module": missing,
+            "pip_name": pip_name(missing) if missing else None, "python": sys.version.split()[0],
+            "executable": sys.executable, "traceback": traceback.format_exc(),
+            "network_attempts": _take_attempts()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse(argv)
+    stdout = _redirect_stdout_to_stderr()
+    stream: IO[str] = open(args.out, "a", encoding="utf-8") if args.out else stdout
+    config_dir = tempfile.mkdtemp(prefix="yolopatch-verify-")
+    os.environ.update(offline_environment(config_dir))
+    block_network()
+    try:
+        return run(args, Records(stream))
+    finally:
+        stream.flush()
+        if args.out:
+            stream.close()
+        shutil.rmtree(config_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
