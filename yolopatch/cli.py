@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Annotated, Callable, List, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from yolopatch import __version__
 
@@ -217,6 +216,24 @@ def check(
                                  f"(run again with --debug for the traceback)", exit_code=2) from error
 
     run(command)
+
+
+@app.command()
+def verify(
+    cfgs: Annotated[Optional[List[Path]], typer.Argument(metavar="CFG...", help="Model YAMLs (default: every variant yolopatch generated).",
+                                                         show_default=False)] = None,
+    repo: RepoOption = Path("."),
+    python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that builds the models (default: this one).")] = None,
+    img: Annotated[int, typer.Option("--img", help="Image size for GFLOPs, latency and the backward pass.")] = 640,
+    as_json: JsonOption = False,
+) -> None:
+    """Build each variant and its base with the tree's own YOLOv5 code: params, GFLOPs, latency, deltas.
+
+    Runs offline in a subprocess; exit 1 if any model fails to build, run forward or backward.
+    """
+    from yolopatch.commands.verify import verify as verify_command
+
+    run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json))
 
 
 def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`

@@ -7,7 +7,6 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
-from rich.syntax import Syntax
 from rich.table import Table
 
 # Piped output is read by tools and grep: do not fold tables at 80 columns there.
@@ -33,6 +32,8 @@ def diff(text: str) -> None:
     if not text:
         return
     if stdout.is_terminal:
+        from rich.syntax import Syntax  # pygments: only worth loading for a terminal
+
         stdout.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
     else:
         stdout.file.write(text)
