@@ -201,7 +201,8 @@ def check(
 ) -> None:
     """Check that everything yolopatch added is present, intact and consistent; writes nothing.
 
-    Exit 0: no drift; 1: findings; 2: check could not run (usage error, no YOLOv5 tree at --repo).
+    Exit 0: no drift; 1: findings; 2: check could not run (bad option, no YOLOv5 tree at --repo,
+    --build without a working torch, internal error).
     """
     from yolopatch.commands.check import check as check_command
     from yolopatch.errors import YolopatchError

@@ -73,7 +73,8 @@ def locate(start: Path) -> Tree:
     if not start.exists():
         raise YolopatchError("no such directory", path=start, hint="pass --repo PATH to a YOLOv5 checkout")
     for folder in _candidates(start if start.is_dir() else start.parent):
-        if _is_models_dir(folder / "yolov5") and (folder / "yolov5" / "__init__.py").is_file():
+        nested = folder / "yolov5"
+        if _is_models_dir(nested) and (nested / "__init__.py").is_file() and _imports_package(nested):
             return Tree(folder, PACKAGE)
         if _is_models_dir(folder):
             # Inside a package layout, <root>/yolov5 itself also looks like a checkout: prefer the package.

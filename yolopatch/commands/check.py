@@ -181,11 +181,12 @@ def _inserted_findings(context: _Context, sources: Sources, state: ModuleState) 
             "outdated", tree.common_py, inserted.line,
             f"{spec.class_name} v{installed} was inserted by a newer yolopatch; this one has v{spec.version}",
             f"pip install -U yolopatch (or `{context.command('apply', spec.key)}` to go back to v{spec.version})")]
-    when = f"an older yolopatch (v{installed})" if installed is not None and installed < spec.version else \
-        f"a different yolopatch build (same v{spec.version}, other code)"
-    return [Finding("outdated", tree.common_py, inserted.line,
-                    f"{spec.class_name} was inserted by {when}; this yolopatch has v{spec.version}",
-                    context.command("apply", spec.key))]
+    if installed is not None and installed < spec.version:
+        message = f"{spec.class_name} v{installed} was inserted by an older yolopatch; this one has v{spec.version}"
+    else:
+        message = (f"{spec.class_name} differs from this yolopatch's v{spec.version} template (inserted by another "
+                   f"build of the same version)")
+    return [Finding("outdated", tree.common_py, inserted.line, message, context.command("apply", spec.key))]
 
 
 def _edited_line(sources: Sources, state: ModuleState) -> int:
@@ -216,7 +217,7 @@ def _wiring_findings(context: _Context, sources: Sources, state: ModuleState) ->
         found.append(Finding(
             "missing-registration", tree.yolo_py, yolo_py.facts(sources.yolo).parse_model_line,
             f"{name} is in {context.rel(tree.common_py)} (line {state.inserted.line}) but parse_model has no "
-            f"branch for it, so YOLOv5 would build it with the wrong channels", apply_fix))
+            f"branch for it, so it gets the YAML's raw arguments instead of its input width", apply_fix))
     if registration is not None and state.inserted is None:
         what = "a hand-pasted class" if state.foreign_classes else "no class of that name"
         found.append(Finding(
@@ -232,7 +233,7 @@ def _wiring_findings(context: _Context, sources: Sources, state: ModuleState) ->
     if not state.present and not state.foreign_classes and state.listed_in_import:
         found.append(Finding(
             "missing-class", tree.yolo_py, import_line,
-            f"models/yolo.py imports {name} from {context.rel(tree.common_py)}, which does not define it "
+            f"{context.rel(tree.yolo_py)} imports {name} from {context.rel(tree.common_py)}, which does not define it "
             f"(ImportError)", f"{context.command('apply', spec.key)}, or remove {name} from the import list"))
     return found
 
@@ -300,9 +301,9 @@ def _module_idempotency(context: _Context, sources: Sources, state: ModuleState)
         line = _first_changed_line(old, new)
         if line is None:
             continue
-        added = [text for tag, text in _diff_lines(old, new) if tag == "+"]
-        lost_import = added and all("# yolopatch: added import" in text for text in added)
-        what = "an import that {} needs is missing".format(spec.class_name) if lost_import else \
+        added = _added_lines(old, new)
+        lost_import = bool(added) and all(markers.Marker(markers.ADDED_IMPORT).render() in text for text in added)
+        what = f"an import that {spec.class_name} needs is missing" if lost_import else \
             "its text differs from what yolopatch writes"
         found.append(Finding("apply-would-change", path, line,
                              f"`yolopatch apply {spec.key}` would still change this file: {what}",
@@ -310,8 +311,10 @@ def _module_idempotency(context: _Context, sources: Sources, state: ModuleState)
     return found
 
 
-def _diff_lines(old: str, new: str) -> List[Tuple[str, str]]:
-    return [(line[0], line[1:]) for line in difflib.ndiff(old.splitlines(), new.splitlines()) if line[:1] in "+-"]
+def _added_lines(old: str, new: str) -> List[str]:
+    """Lines ``new`` has that ``old`` lacks (a context-free unified diff's ``+`` lines)."""
+    diff = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+    return [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
 
 
 _MARKER_KEY = re.compile(r"# yolopatch: (\S+)")
@@ -471,7 +474,7 @@ def _variant_findings(context: _Context, generated: Sequence[GeneratedVariant]) 
         body = _body(variant.text)
         if variant.edited:
             matches = expected is not None and variants.body_hash(expected) == info.recorded_hash
-            line = 1 + (_first_changed_line(expected, body) or 0) if matches and expected is not None else 1
+            line = 1 + (_first_changed_line(body, expected) or 0) if matches and expected is not None else 1
             found.append(Finding(
                 "edited-variant", variant.path, line,
                 f"generated variant ({', '.join(info.keys)} on {info.base_name}) was edited by hand",
@@ -524,20 +527,29 @@ def _regenerate_command(context: _Context, variant: GeneratedVariant, info: vari
 
 
 def build_findings(tree: Tree, context: Optional[_Context] = None) -> List[Finding]:
-    """Build every generated variant with the tree's own model code (``yolopatch.commands.verify``)."""
+    """Build every generated variant (and its base) with the tree's own YOLOv5 code, through
+    ``yolopatch.commands.verify.build_cfgs``: a variant that does not build, run forward and backward,
+    keep its base's output shapes and match the catalogue's parameter formulas is a finding.
+
+    A probe that cannot run at all (torch missing from the interpreter) raises: exit 2, not drift.
+    """
     from yolopatch.commands import verify
 
     context = context or _Context(tree, Path.cwd().resolve())
     cfgs = [variant.path for variant in generated_variants(tree)]
     if not cfgs:
         return []
-    found = []
-    for result in verify.build_cfgs(tree, cfgs):
-        if not result.ok:
-            found.append(Finding("build-failed", result.cfg, None,
-                                 f"YOLOv5 cannot build this variant: {result.error}",
-                                 f"run `{context.command('verify', context.rel(result.cfg))}` for details"))
-    return found
+    try:
+        results = verify.build_cfgs(tree, cfgs)
+    except YolopatchError as error:
+        raise YolopatchError(f"--build could not run: {error.message}", path=error.path, line=error.line,
+                             hint=error.hint, exit_code=2) from error
+    return [
+        Finding("build-failed", result.cfg, None, f"YOLOv5 cannot use this variant: {'; '.join(result.problems)}",
+                f"`{context.command('verify', context.rel(result.cfg))}` shows the measurements; "
+                f"`{result.reproduce}` prints YOLOv5's traceback")
+        for result in results if not result.ok and result.target.role == verify.VARIANT
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -559,7 +571,7 @@ def to_json(findings: Sequence[Finding], tree: Tree) -> Dict[str, Any]:
         "root": str(tree.root),
         "ok": not findings,
         "findings": [
-            {"code": f.code, "severity": f.severity, "file": tree.relative(f.path), "line": f.line,
+            {"code": f.code, "severity": f.severity, "file": Path(tree.relative(f.path)).as_posix(), "line": f.line,
              "message": f.message, "fix": f.fix}
             for f in findings
         ],
@@ -580,7 +592,7 @@ def to_github(findings: Sequence[Finding], cwd: Path) -> List[str]:
     ``cwd``, the workspace, when the tree lies below it)."""
     lines = []
     for f in findings:
-        properties = [f"file={_escape_property(_display(f.path, cwd))}"]
+        properties = [f"file={_escape_property(Path(_display(f.path, cwd)).as_posix())}"]
         if f.line is not None:
             properties.append(f"line={f.line}")
         properties.append(f"title={_escape_property('yolopatch ' + f.code)}")

@@ -64,6 +64,7 @@ def parse(source: str) -> cst.Module:
     return cst.parse_module(source)
 
 
+@lru_cache(maxsize=16)
 def statement_lines(module: cst.Module) -> Dict[cst.CSTNode, int]:
     """Line of each top-level statement's own first line (after its leading comments and blank lines).
 
@@ -128,6 +129,11 @@ def _marked(statements: List[cst.BaseStatement], template: Template, newline: st
 
 def find_modules(source: str) -> Dict[str, FoundModule]:
     """yolopatch insertions in ``source``, by module key."""
+    return dict(_find_modules(source))
+
+
+@lru_cache(maxsize=16)
+def _find_modules(source: str) -> Tuple[Tuple[str, FoundModule], ...]:
     module = parse(source)
     lines = statement_lines(module)
     grouped: Dict[str, List[cst.BaseStatement]] = {}
@@ -143,7 +149,7 @@ def find_modules(source: str) -> Dict[str, FoundModule]:
         name = main.name.value if isinstance(main, DEFINITIONS) else key
         found[key] = FoundModule(key=key, class_name=name, version=marker.version, recorded_digest=marker.digest,
                                  actual_digest=digest(statements), line=lines[main])
-    return found
+    return tuple(found.items())
 
 
 def find_foreign_classes(source: str, names: Sequence[str]) -> List[ForeignClass]:

@@ -153,6 +153,7 @@ def _parse_model_line(module: cst.Module) -> int:
     return lines[alone]
 
 
+@lru_cache(maxsize=16)
 def facts(source: str) -> YoloPyFacts:
     module = parse(source)
     function = _parse_model(module)
@@ -167,6 +168,11 @@ def facts(source: str) -> YoloPyFacts:
 
 
 def registrations(source: str) -> List[Registration]:
+    return list(_registrations(source))
+
+
+@lru_cache(maxsize=16)
+def _registrations(source: str) -> Tuple[Registration, ...]:
     """Every name parse_model wires by identity branch (``elif m is X``) or in a channel container."""
     function, positions = _located_function(parse(source))
     head = _channel_chain(function)
@@ -181,7 +187,7 @@ def registrations(source: str) -> List[Registration]:
         elif m.matches(link.test, _MEMBERSHIP):
             found.extend(Registration(_element_name(element), positions[element], None)
                          for element in _container(link).elements)
-    return found
+    return tuple(found)
 
 
 def _branch_edited(link: cst.If, name: str, key: str) -> bool:
