@@ -133,3 +133,8 @@ def test_real_yolo_py_round_trip(version: str, layout: str) -> None:
         assert "SOCA" in yolo_py.common_import_names(result)
     assert yolo_py.register(result, "SOCA", "soca") == result
     assert yolo_py.unregister(result, "SOCA", "soca") == source
+
+
+def test_register_restores_an_edited_branch() -> None:
+    edited = AFTER.replace("c2 = c1\n", "c2 = c1 * 2\n")
+    assert yolo_py.register(edited, "SOCA", "soca") == AFTER

@@ -205,11 +205,15 @@ def register_module(module: cst.Module, class_name: str, key: str) -> cst.Module
     """``register`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
-    existing = [link for link in links if (markers.marker_of(link) or Marker("")).key == key]
-    if not existing:
-        branch = cst.parse_statement(branch_code(class_name, key), config=module.config_for_parsing)
-        assert isinstance(branch, cst.If)
+    branch = cst.parse_statement(branch_code(class_name, key), config=module.config_for_parsing)
+    assert isinstance(branch, cst.If)
+    position = next((i for i, link in enumerate(links) if (markers.marker_of(link) or Marker("")).key == key), None)
+    if position is None:
         new_head = _rebuild(links, branch.with_changes(orelse=links[-1].orelse))
+    else:  # already there: restore yolopatch's exact branch (a no-op unless it was edited by hand)
+        restored = branch.with_changes(leading_lines=links[position].leading_lines)
+        new_head = _rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
+    if new_head is not head and cst.Module(body=[new_head]).code != cst.Module(body=[head]).code:
         module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
     return _add_common_import_name(module, class_name)
 
