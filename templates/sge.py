@@ -1,0 +1,87 @@
+"""Spatial Group-wise Enhance (SGE), Li et al. 2019, for YOLOv5's models/common.py.
+
+Per group of channels, every spatial position is scored by how well its local feature matches the group's
+global (mean) feature; the scores are normalised over the positions, scaled and shifted by a learnt
+(gamma, beta) per group and squashed into a sigmoid gate that multiplies the group's channels.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+YOLOPATCH = {
+    "key": "sge",
+    "class_name": "SpatialGroupEnhance",
+    "version": 1,
+    "aliases": ["SGE"],
+    "paper": "Spatial Group-wise Enhance: Improving Semantic Feature Learning in Convolutional Networks",
+    "authors": "Li et al.",
+    "venue": "arXiv",
+    "year": 2019,
+    "summary": "Per channel group, a sigmoid spatial gate from the normalised similarity of each position's "
+    "feature to the group's mean feature.",
+    "hyperparameters": {"groups": 64},
+    "param_count": "2 * gcd(c, groups)",
+    "constraints": [
+        "any c1 >= 1 and groups >= 1; the groups actually used are gcd(c1, groups), which always divides "
+        "c1 (groups=64: 64 groups at every multiple of 64, 16 at c1=48 or 80, one channel per group at "
+        "c1=16 or 32), so a YAML written for one width_multiple works at every other",
+        "the normalisation over positions is (c - mean) / sqrt(population variance + 1e-5): finite "
+        "values and gradients for constant inputs and for H*W = 1",
+    ],
+}
+
+
+class SpatialGroupEnhance(nn.Module):
+    """Spatial Group-wise Enhance (Li et al. 2019).
+
+    With the channels split into G groups, for each image, group and position i (x_i in R^(C/G)):
+        g     = mean_i x_i                                  (the group's global feature)
+        c_i   = g . x_i                                     (similarity of position i to the group)
+        c^_i  = (c_i - mean_j c_j) / sqrt(var_j c_j + 1e-5) (population variance over positions)
+        a_i   = gamma * c^_i + beta                         (gamma, beta learnt per group)
+        out_i = x_i * sigmoid(a_i)
+
+    gamma starts at 0 and beta at 1 as in the official code, so the freshly inserted module is the
+    constant gate x * sigmoid(1) and learns the spatial part from there. The normalisation is exactly
+    GroupNorm over the (batch, G, H, W) similarity map with (gamma, beta) as its affine parameters
+    (written out because F.group_norm refuses a single value per group, i.e. batch 1 at H*W = 1).
+
+    Groups rule: G = gcd(c1, groups), the largest number dividing both (groups=64: 64 groups for the
+    multiples of 64, 16 at c1 = 48 or 80, one channel per group at c1 = 16 or 32). YOLOv5 does not scale
+    YAML arguments by width_multiple, so `[1024, 64]` meets c1 = 256 on yolov5n; gcd keeps every width
+    valid instead of raising. Statistics are taken in float32 for half/bfloat16 inputs; the result
+    has the input's dtype. Any memory format works (no view across batch and channels).
+    """
+
+    def __init__(self, c1: int, c2: "int | None" = None, groups: int = 64) -> None:
+        super().__init__()
+        if c2 is not None and c2 != c1:
+            raise ValueError(
+                f"SpatialGroupEnhance: c2={c2} must be None or equal to c1={c1}: the module keeps its input width"
+            )
+        if not isinstance(c1, int) or c1 < 1:
+            raise ValueError(f"SpatialGroupEnhance: c1={c1!r} must be a positive int")
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(
+                f"SpatialGroupEnhance: groups={groups!r} must be an int >= 1 (the paper uses 64; the groups "
+                f"used are gcd(c1, groups))"
+            )
+        self.c1 = c1
+        self.groups = math.gcd(c1, groups)
+        self.eps = 1e-5
+        self.weight = nn.Parameter(torch.zeros(self.groups))  # gamma
+        self.bias = nn.Parameter(torch.ones(self.groups))  # beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x * sigmoid(gamma * normalised(g . x_i) + beta), groupwise; same shape and dtype as x."""
+        xg = x.unflatten(1, (self.groups, self.c1 // self.groups))  # (b, G, C/G, H, W), always a view
+        sim = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (b, G, H, W): c_i = g . x_i
+        sim = sim.to(torch.promote_types(x.dtype, torch.float32))  # float32 statistics for half/bfloat16
+        centred = sim - sim.mean((2, 3), keepdim=True)
+        normed = centred * torch.rsqrt(centred.square().mean((2, 3), keepdim=True) + self.eps)
+        gamma = self.weight.to(sim.dtype)[:, None, None]
+        beta = self.bias.to(sim.dtype)[:, None, None]
+        gate = torch.sigmoid(gamma * normed + beta)
+        return (xg * gate.to(x.dtype).unsqueeze(2)).flatten(1, 2)
