@@ -15,9 +15,10 @@ that import list. The chain is anchored on the ``if m in ...`` whose container h
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 import libcst.matchers as m
@@ -85,11 +86,27 @@ def _container(node: cst.If) -> Container:
     return node.test.comparisons[0].comparator  # type: ignore[attr-defined,return-value]
 
 
+def _membership_ifs(statements: Sequence[cst.CSTNode]) -> Iterator[cst.If]:
+    """Every ``if m in <list|tuple|set>`` in ``statements``, outermost first (a plain walk: matchers'
+    findall over parse_model costs more than the whole edit)."""
+    for statement in statements:
+        if isinstance(statement, cst.If):
+            if m.matches(statement.test, _MEMBERSHIP):
+                yield statement
+            yield from _membership_ifs(statement.body.body)
+            if isinstance(statement.orelse, cst.If):
+                yield from _membership_ifs([statement.orelse])
+            elif isinstance(statement.orelse, cst.Else):
+                yield from _membership_ifs(statement.orelse.body.body)
+        elif isinstance(statement, (cst.For, cst.While, cst.With, cst.Try)):
+            yield from _membership_ifs(statement.body.body)
+
+
 def _channel_chain(function: cst.FunctionDef) -> cst.If:
-    for candidate in m.findall(function, m.If(test=_MEMBERSHIP)):
+    for candidate in _membership_ifs(function.body.body):
         names = {_element_name(element) for element in _container(candidate).elements}  # type: ignore[arg-type]
         if names & set(_ANCHORS):
-            return candidate  # type: ignore[return-value]
+            return candidate
     raise ParseModelNotFound("parse_model has no `if m in [...]` branch listing Conv")
 
 
@@ -130,26 +147,23 @@ def _replace_chain(module: cst.Module, head: cst.If, new_head: cst.If) -> cst.Mo
     return _replace_top_level(module, function, function.deep_replace(head, new_head))
 
 
-def _located_function(module: cst.Module) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, int]]:
+def _located_function(source: str) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, int]]:
     """parse_model (as a standalone copy) and the file line of each of its nodes.
 
     PositionProvider runs on parse_model alone (resolving the whole 1,000-line file is slow); the
-    line offset comes from the rendered code of the statements above it.
+    line of its ``def`` comes from Python's ``ast`` of the same text.
     """
-    function = _parse_model(module)
-    offset = sum(1 for _ in module.header)
-    for statement in module.body:
-        if statement is function:
-            break
-        offset += module.code_for_node(statement).count("\n")
-    offset += len(function.leading_lines)
-    alone = function.with_changes(leading_lines=())
+    function = _parse_model(parse(source))
+    def_line = next(node.lineno for node in ast.parse(source).body
+                    if isinstance(node, ast.FunctionDef) and node.name == "parse_model")
+    alone = function.with_changes(leading_lines=(), decorators=())
     positions = MetadataWrapper(cst.Module(body=[alone]), unsafe_skip_copy=True).resolve(PositionProvider)
+    offset = def_line - positions[alone].start.line
     return alone, {node: position.start.line + offset for node, position in positions.items()}
 
 
-def _parse_model_line(module: cst.Module) -> int:
-    alone, lines = _located_function(module)
+def _parse_model_line(source: str) -> int:
+    alone, lines = _located_function(source)
     return lines[alone]
 
 
@@ -163,7 +177,7 @@ def facts(source: str) -> YoloPyFacts:
         container=kind,
         explicit_common_imports=_common_import(module) is not None,
         uses_ch_mul=bool(m.findall(function, m.Name("ch_mul"))),
-        parse_model_line=_parse_model_line(module),
+        parse_model_line=_parse_model_line(source),
     )
 
 
@@ -174,7 +188,7 @@ def registrations(source: str) -> List[Registration]:
 @lru_cache(maxsize=16)
 def _registrations(source: str) -> Tuple[Registration, ...]:
     """Every name parse_model wires by identity branch (``elif m is X``) or in a channel container."""
-    function, positions = _located_function(parse(source))
+    function, positions = _located_function(source)
     head = _channel_chain(function)
     found: List[Registration] = []
     for link in _chain(head):
