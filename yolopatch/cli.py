@@ -225,7 +225,8 @@ def verify(
                                                          show_default=False)] = None,
     repo: RepoOption = Path("."),
     python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that builds the models (default: this one).")] = None,
-    img: Annotated[int, typer.Option("--img", help="Image size for GFLOPs, latency and the backward pass.")] = 640,
+    img: Annotated[int, typer.Option("--img", help="Image size for GFLOPs and latency.")] = 640,
+    runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model for the median latency (0: none).")] = 5,
     as_json: JsonOption = False,
 ) -> None:
     """Build each variant and its base with the tree's own YOLOv5 code: params, GFLOPs, latency, deltas.
@@ -234,7 +235,7 @@ def verify(
     """
     from yolopatch.commands.verify import verify as verify_command
 
-    run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json))
+    run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json, runs=runs))
 
 
 def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`

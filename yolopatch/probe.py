@@ -14,9 +14,9 @@ package layout). For every CFG, in one process (importing YOLOv5 costs seconds):
   GFLOPs convention; unlike thop it also sees the matrix products inside attention modules) and,
   through forward pre-hooks, each top-level layer's input channels; then ``--runs`` timed eval
   forwards (median, milliseconds);
-- train mode: a forward of a batch-2 image (BatchNorm needs more than one value per channel, even
-  on a P6 map of 1x1) and a backward of the sum of the output means; every parameter the backward
-  did not reach is listed by name.
+- train mode: a forward of a batch-2 image of ``min(img, 4 x largest stride)`` (the gradient check
+  does not depend on the size; BatchNorm needs more than one value per channel) and a backward of
+  the sum of the output means; every parameter the backward did not reach is listed by name.
 
 Output: JSON lines, one record per line, flushed as they come (the caller follows progress):
 ``{"kind": "env", ...}`` once, then ``{"kind": "result", "cfg": ...}`` per CFG, then
@@ -26,9 +26,10 @@ without, to stdout. YOLOv5 prints a lot while building: file descriptor 1 is poi
 before the tree is imported, so its output (Python or C level) never mixes with the records.
 
 Offline: before the tree is imported, its config dirs (``YOLOV5_CONFIG_DIR``, Ultralytics'
-``YOLO_CONFIG_DIR``) point at a temporary folder, ``YOLO_OFFLINE``/``HF_HUB_OFFLINE`` are set,
-pip is told ``PIP_NO_INDEX`` and proxies point at a dead local port (for any child process), and
-in this process socket connections, DNS look-ups of remote hosts, ``urllib`` opens and child
+``YOLO_CONFIG_DIR``) point at a temporary folder holding an ``Arial.ttf`` (v6.0 loads it on
+import; see ``stage_font``), ``YOLO_OFFLINE``/``HF_HUB_OFFLINE`` are set,
+pip is told ``PIP_NO_INDEX``, child processes get every proxy at a dead local port, and in this
+process socket connections, DNS look-ups of remote hosts, ``urllib`` opens and child
 processes running ``pip install``/``curl``/``wget``/``git clone`` fail at once. Each attempt is
 recorded in ``network_attempts`` of the record being worked on.
 """
@@ -36,6 +37,8 @@ recorded in ``network_attempts`` of the record being worked on.
 from __future__ import annotations
 
 import argparse
+import errno
+import gc
 import json
 import os
 import re
@@ -45,8 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
-from typing import Any, Callable, Dict, IO, List, Optional, Sequence
+from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Tuple
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # `python .../yolopatch/probe.py` puts yolopatch/ itself first on sys.path, whose module names
@@ -71,12 +73,15 @@ class NetworkBlocked(ConnectionRefusedError):
 
 def _refuse(what: str) -> NetworkBlocked:
     network_attempts.append(what)
-    return NetworkBlocked(f"yolopatch verify runs offline: blocked {what}")
+    return NetworkBlocked(errno.ECONNREFUSED, f"yolopatch verify runs offline: blocked {what}")
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def offline_environment(config_dir: str) -> Dict[str, str]:
-    """Environment variables that keep YOLOv5, Ultralytics, pip, curl and git off the network."""
-    env = {
+    """Environment variables that keep YOLOv5, Ultralytics, pip and git off the network."""
+    return {
         "YOLOV5_CONFIG_DIR": config_dir,  # YOLOv5 >= 6.0 utils.general.user_config_dir (fonts, settings)
         "YOLO_CONFIG_DIR": config_dir,  # ultralytics (imported by the yolov5 7.0.x wheels)
         "YOLO_OFFLINE": "1",
@@ -84,11 +89,39 @@ def offline_environment(config_dir: str) -> Dict[str, str]:
         "PIP_NO_INDEX": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "GIT_TERMINAL_PROMPT": "0",
-        "NO_PROXY": "",
-        "no_proxy": "",
     }
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env[name] = DEAD_PROXY
+
+
+def stage_font(config_dir: str) -> Optional[str]:
+    """Put a TrueType font named Arial.ttf into the temporary config dir; return its source.
+
+    YOLOv5 v6.0 loads Arial.ttf while importing utils/plots.py (class Annotator) and downloads it
+    into its config dir when missing; v6.1+ download it when plotting. Verify never plots, so any
+    TrueType font will do: matplotlib's DejaVuSans.ttf (matplotlib is a YOLOv5 requirement),
+    located without importing matplotlib. None when there is none; the download then fails (blocked).
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("matplotlib")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        source = os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(config_dir, "Arial.ttf"))
+            return source
+    return None
+
+
+def child_environment() -> Dict[str, str]:
+    """For child processes only: every proxy at a dead local port, so any download fails at once.
+
+    Not set in this process: here a request must reach the socket guard with its real host name
+    (which the record then names), not go to a proxy.
+    """
+    env: Dict[str, str] = {"NO_PROXY": "", "no_proxy": ""}
+    env.update((name, DEAD_PROXY) for name in PROXY_VARIABLES)
     return env
 
 
@@ -109,7 +142,7 @@ def block_network() -> None:
     def connect_ex(self: socket.socket, address: Any) -> int:
         if unix is not None and self.family == unix:
             return original_connect_ex(self, address)
-        raise _refuse(f"connect to {address!r}")
+        return _refuse(f"connect to {address!r}").errno
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host in LOCAL_HOSTS:
@@ -138,6 +171,7 @@ def block_network() -> None:
                 command = command.decode(errors="replace")
             if _DOWNLOAD_COMMAND.search(command):
                 raise _refuse(f"command {command!r}")
+            kwargs["env"] = {**(kwargs.get("env") or os.environ), **child_environment()}
             super().__init__(args, *rest, **kwargs)
 
     original_system = os.system
@@ -216,7 +250,10 @@ def _channels(value: Any) -> Any:
 
 
 def _last_line(error: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+    """The traceback's last line, ``Type: message``, with a multi-line message joined into one line."""
+    text = "".join(traceback.format_exception_only(type(error), error))
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= 500 else line[:497] + "..."
 
 
 class Stage:
@@ -247,8 +284,7 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: i
     image = torch.randn(1, 3, img, img)
     try:
         with torch.no_grad():
-            flops = count_flops(torch, model, image)
-            output = model(image)
+            flops, output = count_flops(torch, model, image)
     finally:
         for hook in hooks:
             hook.remove()
@@ -270,7 +306,8 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: i
     stage.name = "backward"
     model.train()
     model.zero_grad(set_to_none=True)
-    output = model(torch.randn(2, 3, img, img))
+    record["backward_img"] = size = min(img, backward_size(stride))
+    output = model(torch.randn(2, 3, size, size))
     loss = sum(tensor.float().mean() for tensor in tensors(output))
     loss.backward()
     record["backward_ok"] = True
@@ -279,16 +316,26 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: i
     return record
 
 
-def count_flops(torch: Any, model: Any, image: Any) -> Optional[int]:
-    """FLOPs of one forward (2 per multiply-add), or None when torch has no FlopCounterMode (< 2.1)."""
+def backward_size(stride: int) -> int:
+    """Image size of the backward check: 4x the largest stride (128 for P5 models, 256 for P6).
+
+    Whether every parameter gets a gradient does not depend on the image size, and a batch-2
+    backward at 640 costs many seconds per model on a CPU; the smallest map is still 4x4.
+    """
+    return 4 * stride
+
+
+def count_flops(torch: Any, model: Any, image: Any) -> Tuple[Optional[int], Any]:
+    """One forward: its FLOPs (2 per multiply-add; None when torch has no FlopCounterMode, < 2.1)
+    and its output."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
-        return None
+        return None, model(image)
     counter = FlopCounterMode(display=False)
     with counter:
-        model(image)
-    return int(counter.get_total_flops())
+        output = model(image)
+    return int(counter.get_total_flops()), output
 
 
 def latency_ms(torch: Any, model: Any, image: Any, runs: int) -> Optional[float]:
@@ -342,14 +389,14 @@ def _redirect_stdout_to_stderr() -> IO[str]:
 def run(args: argparse.Namespace, records: Records) -> int:
     try:
         import torch
-    except ModuleNotFoundError as error:
-        records.write(_fatal(error))
+    except Exception as error:  # noqa: BLE001 - reported as a record, like any import failure
+        records.write(_fatal(error, args.root))
         return 1
     try:
         module = import_tree(args.root, args.module)
         build = model_class(module)
-    except Exception as error:  # noqa: BLE001 - any import failure is reported, not raised
-        records.write(_fatal(error))
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - YOLOv5's checks may sys.exit()
+        records.write(_fatal(error, args.root))
         return 1
     flop_counter = True
     try:
@@ -362,6 +409,7 @@ def run(args: argparse.Namespace, records: Records) -> int:
     failed = 0
     for cfg in args.cfgs:
         record = _one(torch, build, cfg, args.img, args.runs)
+        gc.collect()  # free the last model (and its gradients) before building the next
         records.write(record)
         failed += record["error"] is not None
     records.write({"kind": "done", "failed": failed})
@@ -375,7 +423,7 @@ def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int, runs: int) -
     try:
         record.update(measure(torch, build, cfg, img, runs, stage))
         record["error"] = None
-    except Exception as error:  # noqa: BLE001 - every failure becomes a record
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - every failure becomes a record
         record.update(error=_last_line(error), stage=stage.name, traceback=traceback.format_exc())
         record.setdefault("backward_ok", False)
         traceback.print_exc()
@@ -390,10 +438,13 @@ def _take_attempts() -> List[str]:
     return taken
 
 
-def _fatal(error: BaseException) -> Dict[str, Any]:
+def _fatal(error: BaseException, root: str) -> Dict[str, Any]:
+    """The record for a tree that cannot be imported; ``missing_module`` names a missing dependency
+    (not one of the tree's own packages, such as a mistyped ``models.commn``)."""
     missing = None
     if isinstance(error, ModuleNotFoundError) and error.name:
-        missing = error.name.split(".")[0]
+        top = error.name.split(".")[0]
+        missing = None if os.path.exists(os.path.join(root, top)) else top
     traceback.print_exc()
     return {"kind": "fatal", "error": _last_line(error), "missing_module": missing,
             "pip_name": pip_name(missing) if missing else None, "python": sys.version.split()[0],
@@ -406,7 +457,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stdout = _redirect_stdout_to_stderr()
     stream: IO[str] = open(args.out, "a", encoding="utf-8") if args.out else stdout
     config_dir = tempfile.mkdtemp(prefix="yolopatch-verify-")
+    stage_font(config_dir)
     os.environ.update(offline_environment(config_dir))
+    for name in PROXY_VARIABLES:  # requests would send everything to a proxy host, hiding the real one
+        os.environ.pop(name, None)
     block_network()
     try:
         return run(args, Records(stream))

@@ -1,0 +1,535 @@
+"""`yolopatch verify`: build variants through the tree's own YOLOv5 code and measure them.
+
+yolopatch never imports YOLOv5 itself: ``yolopatch/probe.py`` runs in a subprocess with the chosen
+interpreter (default: this one), the tree's import root first on its path, and builds every model
+YAML in one process (importing YOLOv5 costs seconds). It reports, per model, parameters, FLOPs of an
+eval forward at ``img x img`` (``torch.utils.flop_counter``: 2 FLOPs per multiply-add, YOLOv5's
+GFLOPs convention, matrix products inside attention included; element-wise work is not counted),
+the median latency of ``runs`` eval forwards on the CPU, the output shapes, and whether a
+train-mode backward (batch 2, ``min(img, 4 x largest stride)``) reached every parameter. The probe
+runs offline: the tree's download attempts fail at once and are reported as warnings.
+
+A variant is compared with its base (named in its header, beside it): the parameter delta must be
+exactly what the catalogue's formulas give for the inserted layers at the input widths the probe
+saw, and the output shapes must not change. A model fails when it does not build, run forward or
+backward, leaves parameters without a gradient, changes the output shapes, or (for a module whose
+code in the tree is yolopatch's current version) has a parameter count other than the formula's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import yaml
+
+from yolopatch import catalog, ui, variants
+from yolopatch.catalog import ModuleSpec
+from yolopatch.changes import read_text
+from yolopatch.commands.variant import generated_variants
+from yolopatch.errors import UsageError, YolopatchError
+from yolopatch.tree import Tree, locate
+
+BASE, VARIANT, MODEL = "base", "variant", "model"
+DEFAULT_RUNS = 5  # timed eval forwards per model; the median is reported
+IDLE_TIMEOUT_S = 900.0  # no record from the probe for this long: it is stuck, kill it
+
+
+def probe_path() -> Path:
+    """``yolopatch/probe.py``, shipped inside the package (wheel or editable install)."""
+    return Path(str(resources.files("yolopatch").joinpath("probe.py")))
+
+
+# --------------------------------------------------------------------------------------------
+# Which models
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model YAML to build: a generated variant, its base, or a YAML given on the command line."""
+
+    path: Path
+    role: str  # base | variant | model
+    base: Optional[Path] = None  # variants: the base YAML beside them (None if missing)
+    base_name: Optional[str] = None  # variants: the base name their header records
+    keys: Tuple[str, ...] = ()  # variants: the modules they insert
+
+
+def targets(tree: Tree, cfgs: Sequence[Path]) -> List[Target]:
+    """The variants of ``tree`` (or ``cfgs``) with their bases; each base right before its variants."""
+    if cfgs:
+        chosen = [_target(_existing(tree, cfg)) for cfg in cfgs]
+    else:
+        chosen = [_target(variant.path) for variant in generated_variants(tree)]
+        if not chosen:
+            raise YolopatchError("no yolopatch variant YAMLs in this tree", path=tree.models_dir,
+                                 hint="run `yolopatch apply <module>` first, or pass model YAMLs to verify")
+    ordered: List[Target] = []
+    seen = set()
+    for target in chosen:
+        if target.base is not None and target.base not in seen:
+            ordered.append(Target(target.base, BASE))
+            seen.add(target.base)
+        if target.path not in seen:
+            ordered.append(target)
+            seen.add(target.path)
+    return ordered
+
+
+def _target(path: Path) -> Target:
+    info = variants.parse_generated_header(read_text(path))
+    if info is None:
+        return Target(path, MODEL)
+    base = path.parent / info.base_name
+    return Target(path, VARIANT, base.resolve() if base.is_file() else None, info.base_name, info.keys)
+
+
+def _existing(tree: Tree, cfg: Path) -> Path:
+    for candidate in (cfg, tree.root / cfg, tree.models_dir / cfg, tree.models_dir / "hub" / cfg):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, models/, models/hub/)",
+                         hint="pass a path to an existing model YAML")
+
+
+# --------------------------------------------------------------------------------------------
+# Running the probe
+
+
+@dataclass
+class ProbeRun:
+    """What one probe process reported: its environment and one record per model YAML."""
+
+    command: List[str]
+    env: Dict[str, Any] = field(default_factory=dict)
+    results: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # keyed by the cfg path as passed
+    log: str = ""  # everything the probe (and YOLOv5) printed
+    timed_out: Optional[float] = None  # stopped after this many seconds without a record
+
+
+def resolve_python(python: Optional[str]) -> str:
+    """The interpreter to run the probe with: ``python`` (a path or a name on PATH) or this one."""
+    if not python:
+        return sys.executable
+    found = shutil.which(python) if os.sep not in python else (python if os.access(python, os.X_OK) else None)
+    if not found or not Path(found).is_file():
+        raise UsageError(f"no Python interpreter at {python!r}", hint="pass --python PATH to an executable python")
+    return str(Path(found).absolute())
+
+
+def probe_command(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
+                  out: Optional[Path] = None) -> List[str]:
+    """The command line that runs the probe on ``cfgs`` (``out``: JSON-lines file, else stdout)."""
+    command = [python, str(probe_path()), "--root", str(tree.import_root),
+               "--module", f"{tree.models_module}.yolo", "--img", str(img), "--runs", str(runs)]
+    if out is not None:
+        command += ["--out", str(out)]
+    return command + [str(cfg) for cfg in cfgs]
+
+
+def reproduce_command(python: str, tree: Tree, cfg: Path, img: int) -> str:
+    """A shell command that builds and measures ``cfg`` alone, printing YOLOv5's traceback."""
+    return shlex.join(probe_command(python, tree, [cfg], img, runs=0))
+
+
+def run_probe(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
+              on_record: Optional[Callable[[Dict[str, Any]], None]] = None,
+              idle_timeout: float = IDLE_TIMEOUT_S) -> ProbeRun:
+    """Run the probe on ``cfgs`` in one subprocess; ``on_record`` sees each record as it arrives.
+
+    Raises YolopatchError when the tree cannot be imported at all (one line; a missing module is
+    named with the pip command that installs it). A probe that dies or stays silent longer than
+    ``idle_timeout`` seconds leaves the models it did not reach without a record.
+    """
+    with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as folder:
+        out, log_path = Path(folder) / "records.jsonl", Path(folder) / "probe.log"
+        command = probe_command(python, tree, cfgs, img, runs, out)
+        run = ProbeRun(command)
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, cwd=tree.import_root, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, env=env)
+            try:
+                _follow(process, out, run, on_record, idle_timeout)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        run.log = log_path.read_text(encoding="utf-8", errors="replace")
+    by_hand = shlex.join(probe_command(python, tree, cfgs[:1], img, runs=0))
+    fatal = run.env.get("fatal")
+    if fatal:
+        raise _fatal_error(python, tree, fatal, by_hand)
+    if not run.env and not run.results:
+        tail = f"no output in {run.timed_out:.0f} s" if run.timed_out else (_last_line(run.log) or f"exit code {process.returncode}")
+        raise YolopatchError(f"the probe could not start with {python}: {tail}",
+                             hint=f"run it by hand to see why: {by_hand}")
+    return run
+
+
+def _follow(process: "subprocess.Popen[bytes]", out: Path, run: ProbeRun,
+            on_record: Optional[Callable[[Dict[str, Any]], None]], idle_timeout: float) -> None:
+    """Read the probe's JSON-lines records as they are written, until it exits (or goes silent)."""
+    offset, last = 0, time.monotonic()
+    while True:
+        exited = process.poll() is not None
+        if out.exists():
+            with out.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.decode("utf-8").splitlines():
+                record = json.loads(line)
+                _store(run, record)
+                last = time.monotonic()
+                if on_record is not None:
+                    on_record(record)
+        if exited:
+            return
+        if time.monotonic() - last > idle_timeout:
+            run.timed_out = idle_timeout
+            process.kill()
+            return
+        time.sleep(0.1)
+
+
+def _store(run: ProbeRun, record: Dict[str, Any]) -> None:
+    kind = record.get("kind")
+    if kind == "env":
+        run.env.update(record)
+    elif kind == "fatal":
+        run.env["fatal"] = record
+    elif kind == "result":
+        run.results[record["cfg"]] = record
+
+
+def _fatal_error(python: str, tree: Tree, fatal: Dict[str, Any], by_hand: str) -> YolopatchError:
+    if fatal.get("missing_module"):
+        return YolopatchError(f"the interpreter {python} lacks {fatal['missing_module']!r}: "
+                              f"pip install {fatal['pip_name']}",
+                              hint="or pass --python PATH to an interpreter that has YOLOv5's requirements")
+    return YolopatchError(f"importing {tree.models_module}.yolo from {tree.import_root} with {python} failed: "
+                          f"{fatal.get('error')}", hint=f"see the traceback: {by_hand}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Judging the results
+
+
+@dataclass
+class Inserted:
+    """One inserted layer of a variant, with the parameters its module's formula predicts."""
+
+    layer: int
+    class_name: str
+    key: str
+    in_channels: Any
+    params: int
+    expected_params: Optional[int]
+    checked: bool  # the module's code in the tree is yolopatch's current version
+
+    @property
+    def ok(self) -> bool:
+        return self.expected_params is None or self.params == self.expected_params
+
+
+@dataclass
+class ModelResult:
+    """A model's measurements, its comparison with its base and what is wrong with it."""
+
+    target: Target
+    record: Dict[str, Any]
+    reproduce: str
+    base_record: Optional[Dict[str, Any]] = None
+    inserted: List[Inserted] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def cfg(self) -> Path:
+        return self.target.path
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def error(self) -> Optional[str]:
+        return self.problems[0] if self.problems else None
+
+    def value(self, name: str) -> Any:
+        return self.record.get(name)
+
+    def delta(self, name: str) -> Optional[float]:
+        mine = self.value(name)
+        theirs = None if self.base_record is None else self.base_record.get(name)
+        return None if mine is None or theirs is None else mine - theirs
+
+
+def judge(tree: Tree, target_list: Sequence[Target], run: ProbeRun, python: str, img: int,
+          applied: Optional[Sequence[str]] = None) -> List[ModelResult]:
+    """One ModelResult per target: its record, its base's, the formula checks and the problems.
+
+    ``applied``: module keys whose code in the tree is yolopatch's current version; only for those
+    does a parameter count off the formula count as a failure (edited code may differ on purpose).
+    """
+    applied_keys = set(applied if applied is not None else _applied_keys(tree))
+    results = []
+    for target in target_list:
+        record = run.results.get(str(target.path))
+        result = ModelResult(target, record or {}, reproduce_command(python, tree, target.path, img))
+        if record is None and run.timed_out:
+            result.problems.append(f"no result: the probe was stopped after {run.timed_out:.0f} s without progress")
+        elif record is None:
+            result.problems.append("no result: the probe stopped before this model "
+                                   f"({_last_line(run.log) or 'no output'})")
+        elif record.get("error"):
+            result.problems.append(f"{record.get('stage', 'build')} failed: {record['error']}")
+        elif record.get("params_without_grad"):
+            names = record["params_without_grad"]
+            result.problems.append(f"{len(names)} parameter(s) got no gradient in the train-mode backward: "
+                                   + ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+        if target.role == VARIANT:
+            _compare_with_base(result, run, applied_keys)
+        results.append(result)
+    return results
+
+
+def _compare_with_base(result: ModelResult, run: ProbeRun, applied_keys: Set[str]) -> None:
+    target = result.target
+    if target.base is None:
+        result.notes.append(f"base {target.base_name} not found beside it: no comparison")
+        return
+    result.base_record = run.results.get(str(target.base))
+    if not result.record or result.record.get("error") or not result.base_record \
+            or result.base_record.get("error"):
+        return
+    mine, base = result.record.get("output_shapes"), result.base_record.get("output_shapes")
+    if mine != base:
+        result.problems.append(f"output shapes {mine} differ from the base's {base}")
+    specs = [catalog.get(key) for key in target.keys]
+    result.inserted = inserted_layers(read_text(target.path), result.record.get("layers", []), specs, applied_keys)
+    for layer in result.inserted:
+        if not layer.ok and layer.checked:
+            result.problems.append(f"layer {layer.layer} {layer.class_name} (c={layer.in_channels}) has "
+                                   f"{layer.params} parameters; the {layer.key} formula says {layer.expected_params}")
+        elif not layer.ok:
+            result.notes.append(f"layer {layer.layer} {layer.class_name}: {layer.params} parameters, formula "
+                                f"{layer.expected_params} (its code in the tree is not yolopatch's current version)")
+    explained = sum(layer.params for layer in result.inserted)
+    delta = result.delta("params")
+    if delta is not None and delta != explained:
+        result.problems.append(f"{delta} parameters more than the base, but the inserted layers hold {explained}")
+
+
+def inserted_layers(text: str, layers: Sequence[Dict[str, Any]], specs: Sequence[ModuleSpec],
+                    applied_keys: Set[str]) -> List[Inserted]:
+    """The probe's layers whose class is one of ``specs``, with the formula's parameter count.
+
+    The formula is evaluated at the layer's actual input width (reported by the probe) with the
+    hyper-parameters the YAML row passes after the width; a row repeated ``n`` times (YOLOv5
+    scales ``n > 1`` by depth_multiple) holds ``n`` modules.
+    """
+    by_class = {spec.class_name: spec for spec in specs}
+    data = yaml.safe_load(text) or {}
+    rows = list(data.get("backbone") or []) + list(data.get("head") or [])
+    depth = float(data.get("depth_multiple", 1.0) or 1.0)
+    found = []
+    for layer in layers:
+        class_name = str(layer.get("type", "")).rsplit(".", 1)[-1]
+        spec = by_class.get(class_name)
+        if spec is None:
+            continue
+        index = int(layer["index"])
+        channels = layer.get("in_channels")
+        expected = None
+        if isinstance(channels, int) and index < len(rows):
+            number, args = rows[index][1], rows[index][3] if isinstance(rows[index][3], list) else []
+            repeats = max(round(number * depth), 1) if number > 1 else number
+            names = list(spec.hyperparameters)
+            overrides = dict(zip(names, args[1:]))
+            expected = repeats * spec.param_count(channels, **overrides)
+        found.append(Inserted(index, class_name, spec.key, channels, int(layer["params"]), expected,
+                              spec.key in applied_keys))
+    return found
+
+
+def _applied_keys(tree: Tree) -> List[str]:
+    from yolopatch.state import APPLIED, Sources, module_states
+
+    try:
+        states = module_states(Sources.read(tree))
+    except YolopatchError:
+        return []
+    return [key for key, state in states.items() if state.status == APPLIED]
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def build_cfgs(tree: Tree, cfgs: Sequence[Path], *, python: Optional[str] = None, img: int = 256,
+               runs: int = 0, progress: bool = False) -> List[ModelResult]:
+    """Build ``cfgs`` (and the bases of the variants among them) and judge them; no output."""
+    interpreter = resolve_python(python)
+    chosen = targets(tree, [Path(cfg) for cfg in cfgs])
+    run = _run_with_progress(interpreter, tree, chosen, img, runs) if progress else \
+        run_probe(interpreter, tree, [target.path for target in chosen], img, runs)
+    return judge(tree, chosen, run, interpreter, img)
+
+
+def verify(repo: Path, cfgs: Sequence[Path] = (), *, python: Optional[str] = None, img: int = 640,
+           as_json: bool = False, runs: int = DEFAULT_RUNS) -> int:
+    """`yolopatch verify`: build, measure and compare; exit 1 if any model fails."""
+    if img < 32 or img % 32:
+        raise UsageError(f"--img {img} is not a positive multiple of 32 (YOLOv5's stride)",
+                         hint="use e.g. 640, 320 or 1280 (P6 models need a multiple of 64)")
+    tree = locate(repo)
+    interpreter = resolve_python(python)
+    chosen = targets(tree, [Path(cfg) for cfg in cfgs])
+    run = _run_with_progress(interpreter, tree, chosen, img, runs)
+    results = judge(tree, chosen, run, interpreter, img)
+    attempts = _network_attempts(run)
+    if as_json:
+        ui.print_json(to_json(tree, interpreter, run, img, results, attempts))
+    else:
+        _print_table(tree, run, img, results)
+    for result in results:
+        if not result.ok:
+            ui.error(f"{tree.relative(result.cfg)}: {result.error}")
+            for problem in result.problems[1:]:
+                ui.info(f"  also: {problem}")
+            ui.info(f"  reproduce: {result.reproduce}")
+        for note in result.notes:
+            ui.info(f"note: {tree.relative(result.cfg)}: {note}")
+    for attempt in attempts:
+        ui.info(f"warning: the tree attempted network access, blocked: {attempt}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _run_with_progress(python: str, tree: Tree, chosen: Sequence[Target], img: int, runs: int) -> ProbeRun:
+    """run_probe with a Rich progress bar on stderr, one step per model."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    names = [tree.relative(target.path) for target in chosen]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=ui.stderr, transient=True, disable=not ui.stderr.is_terminal) as progress:
+        task = progress.add_task(f"importing {tree.models_module}.yolo", total=len(chosen))
+
+        def on_record(record: Dict[str, Any]) -> None:
+            done = int(progress.tasks[0].completed) + (record.get("kind") == "result")
+            upcoming = f"building {names[done]}" if done < len(names) else "finishing"
+            progress.update(task, completed=done, description=upcoming)
+
+        return run_probe(python, tree, [target.path for target in chosen], img, runs, on_record)
+
+
+def _network_attempts(run: ProbeRun) -> List[str]:
+    attempts = list(run.env.get("network_attempts") or [])
+    for record in run.results.values():
+        attempts += record.get("network_attempts") or []
+    return attempts
+
+
+def _number(value: Optional[float], digits: int = 0, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{value:{sign},.{digits}f}"
+
+
+def _short(tree: Tree, path: Path) -> str:
+    """``path`` relative to the tree's models/ folder (where variants live), else to its root."""
+    try:
+        return str(path.relative_to(tree.models_dir))
+    except ValueError:
+        return tree.relative(path)
+
+
+def _print_table(tree: Tree, run: ProbeRun, img: int, results: Sequence[ModelResult]) -> None:
+    """One row per model (measurements and deltas), then one row per inserted layer."""
+    title = (f"verify {tree.root}: python {run.env.get('python', '?')}, torch {run.env.get('torch', '?')}, "
+             f"CPU, image {img}x{img}")
+    rows = [[
+        _short(tree, result.cfg), _number(result.value("params")), _number(result.delta("params"), signed=True),
+        _number(result.value("gflops"), 2), _number(result.delta("gflops"), 2, signed=True),
+        _number(result.value("latency_ms"), 1), _number(result.delta("latency_ms"), 1, signed=True),
+        "ok" if result.ok else "FAILED",
+    ] for result in results]
+    ui.table(title, ["model", "params", "Δ params", "GFLOPs", "Δ GFLOPs", "latency ms", "Δ ms", "status"], rows)
+    layers = [[_short(tree, result.cfg), layer.layer, layer.class_name, layer.in_channels, _number(layer.params),
+               "-" if layer.expected_params is None else _number(layer.expected_params),
+               "ok" if layer.ok else "MISMATCH"]
+              for result in results for layer in result.inserted]
+    if layers:
+        ui.table("inserted layers: parameters against the catalogue's formula at the input width c",
+                 ["variant", "layer", "class", "c", "params", "formula", "check"], layers)
+
+
+def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[ModelResult],
+            attempts: Sequence[str]) -> Dict[str, Any]:
+    """The ``--json`` document::
+
+        {"root": str, "layout": "checkout"|"package", "python": str, "python_version": str,
+         "torch": str, "img": int, "ok": bool, "network_attempts": [str],
+         "models": [{"cfg": str (relative to root), "role": "base"|"variant"|"model",
+                     "base": str|null, "modules": [key], "ok": bool, "params": int|null,
+                     "gflops": float|null, "latency_ms": float|null, "output_shapes": nested list,
+                     "backward_ok": bool, "backward_img": int|null, "params_without_grad": [str],
+                     "delta": {"params": int, "gflops": float, "latency_ms": float}|null,
+                     "inserted": [{"layer": int, "class": str, "module": str, "in_channels": int,
+                                   "params": int, "expected_params": int|null, "ok": bool}],
+                     "problems": [str], "notes": [str], "error": str|null, "stage": str|null,
+                     "reproduce": str}]}
+    """
+    models = []
+    for result in results:
+        target, record = result.target, result.record
+        delta = None
+        if result.base_record is not None:
+            delta = {name: result.delta(name) for name in ("params", "gflops", "latency_ms")}
+        models.append({
+            "cfg": tree.relative(target.path),
+            "role": target.role,
+            "base": tree.relative(target.base) if target.base else target.base_name,
+            "modules": list(target.keys),
+            "ok": result.ok,
+            "params": record.get("params"),
+            "gflops": record.get("gflops"),
+            "latency_ms": record.get("latency_ms"),
+            "output_shapes": record.get("output_shapes"),
+            "backward_ok": bool(record.get("backward_ok")),
+            "backward_img": record.get("backward_img"),
+            "params_without_grad": record.get("params_without_grad") or [],
+            "delta": delta,
+            "inserted": [{"layer": layer.layer, "class": layer.class_name, "module": layer.key,
+                          "in_channels": layer.in_channels, "params": layer.params,
+                          "expected_params": layer.expected_params, "ok": layer.ok}
+                         for layer in result.inserted],
+            "problems": result.problems,
+            "notes": result.notes,
+            "error": record.get("error"),
+            "stage": record.get("stage"),
+            "reproduce": result.reproduce,
+        })
+    return {
+        "root": str(tree.root), "layout": tree.layout, "python": python,
+        "python_version": run.env.get("python"), "torch": run.env.get("torch"), "img": img,
+        "ok": all(result.ok for result in results), "network_attempts": list(attempts), "models": models,
+    }
