@@ -76,12 +76,15 @@ class SpatialGroupEnhance(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return x * sigmoid(gamma * normalised(g . x_i) + beta), groupwise; same shape and dtype as x."""
-        xg = x.unflatten(1, (self.groups, self.c1 // self.groups))  # (b, G, C/G, H, W), always a view
-        sim = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (b, G, H, W): c_i = g . x_i
+        b, _, h, w = x.shape
+        # (b*G, C/G, H*W): a view for contiguous input, one copy for channels_last
+        xg = x.reshape(b * self.groups, self.c1 // self.groups, h * w)
+        # c_i = g . x_i as one batched matrix product: no input-sized product tensor, forward or backward
+        sim = torch.bmm(xg.mean(2, keepdim=True).transpose(1, 2), xg).view(b, self.groups, h, w)
         sim = sim.to(torch.promote_types(x.dtype, torch.float32))  # float32 statistics for half/bfloat16
         centred = sim - sim.mean((2, 3), keepdim=True)
         normed = centred * torch.rsqrt(centred.square().mean((2, 3), keepdim=True) + self.eps)
         gamma = self.weight.to(sim.dtype)[:, None, None]
         beta = self.bias.to(sim.dtype)[:, None, None]
         gate = torch.sigmoid(gamma * normed + beta)
-        return (xg * gate.to(x.dtype).unsqueeze(2)).flatten(1, 2)
+        return (xg * gate.to(x.dtype).view(b * self.groups, 1, h * w)).view(b, self.c1, h, w)
