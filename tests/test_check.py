@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import pytest
 from typer.testing import CliRunner
 
 from tests import yolov5_trees
+from tests.yolov5_trees import snapshot
 from yolopatch import catalog
 from yolopatch.cli import app
 from yolopatch.commands import check as check_module
@@ -24,14 +24,6 @@ from yolopatch.tree import locate
 MakeTree = Callable[..., Path]
 runner = CliRunner()
 PATCHED = ("soca", "double-attention")  # double-attention needs an import 7.0's common.py lacks (F)
-
-
-def snapshot(root: Path) -> Dict[str, str]:
-    """sha256 of every file under ``root`` (names included: a created file changes the snapshot)."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*")) if path.is_file()
-    }
 
 
 def models(root: Path) -> Path:

@@ -6,7 +6,6 @@ through $YOLOPATCH_PIP_FIND_LINKS, so pip finds them locally.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import threading
 import re
@@ -30,15 +29,6 @@ DEAD_URL = "https://127.0.0.1:9/ultralytics/yolov5.git"  # port 9 (discard): ref
 UNRESOLVABLE_URL = "https://yolov5.invalid/ultralytics/yolov5.git"  # .invalid never resolves (RFC 6761)
 TESTER = git.Actor("tester", "tester@localhost")
 V7 = clone_module.PYPI_RELEASES["v7.0"]
-
-
-def snapshot(root: Path) -> Dict[str, str]:
-    """Relative path -> sha256 of every file and folder (folders as 'dir') below ``root``."""
-    result = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        result[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -297,13 +287,13 @@ def test_foreign_destination_is_refused_and_untouched(tmp_path: Path) -> None:
     (dest / "src").mkdir(parents=True)
     (dest / "src" / "main.py").write_text("print('mine')\n")
     (dest / "notes.txt").write_text("keep me\n")
-    before = snapshot(tmp_path)
+    before = yolov5_trees.snapshot(tmp_path, folders=True)
     result = CliRunner().invoke(app, ["clone", str(dest), "--source", "git"],
                                 env={"YOLOPATCH_YOLOV5_URL": DEAD_URL})
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "not a YOLOv5 tree; nothing touched" in lines[0]
-    assert snapshot(tmp_path) == before
+    assert yolov5_trees.snapshot(tmp_path, folders=True) == before
 
 
 def test_a_file_as_destination_is_refused(tmp_path: Path) -> None:
@@ -318,9 +308,9 @@ def test_a_file_as_destination_is_refused(tmp_path: Path) -> None:
 def test_existing_tree_is_reported_and_untouched(layout: str, make_tree, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     root = make_tree("6.2", layout)
-    before = snapshot(tmp_path)
+    before = yolov5_trees.snapshot(tmp_path, folders=True)
     assert clone(root, source="git", url=DEAD_URL) == 0
-    assert snapshot(tmp_path) == before
+    assert yolov5_trees.snapshot(tmp_path, folders=True) == before
     assert "already a YOLOv5 tree" in capsys.readouterr().out
 
 

@@ -6,7 +6,6 @@ without GitHub) and no test reaches GitHub; pip finds the cached wheel through $
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
@@ -30,11 +29,6 @@ from yolopatch.tree import PACKAGE, locate
 DEAD_URL = "https://127.0.0.1:9/ultralytics/yolov5.git"
 V7 = clone_module.PYPI_RELEASES["v7.0"]
 KEYS = sorted(spec.key for spec in catalog.all_modules())
-
-
-def snapshot(root: Path) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".git" not in p.relative_to(root).parts}
 
 
 def statuses(root: Path) -> Dict[str, str]:
@@ -128,12 +122,12 @@ def test_demo_reuses_a_tree_and_is_repeatable(offline_github: Dict[str, str], fa
     apply(dest, ["soca"], positions=["p3"])  # an earlier run, placed differently: must be reverted first
     assert (dest / "yolov5" / "models" / "yolov5s-soca-p3.yaml").is_file()
     assert demo_module.demo(dest, img=64) == 0
-    first = snapshot(dest)
+    first = yolov5_trees.snapshot(dest, skip_git=True)
     assert not (dest / "yolov5" / "models" / "yolov5s-soca-p3.yaml").exists()
     assert "already a YOLOv5 tree: reusing it" in capsys.readouterr().out
 
     assert demo_module.demo(dest, img=64) == 0
-    assert snapshot(dest) == first
+    assert yolov5_trees.snapshot(dest, skip_git=True) == first
     assert len(fake_verify) == 2
     assert changed_files(dest) == sorted(["yolov5/models/common.py", "yolov5/models/yolo.py"]
                                          + [f"yolov5/models/yolov5s-{key}.yaml" for key in KEYS])

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable
 
 import pytest
 from typer.testing import CliRunner
 
 from tests import yolov5_trees
+from tests.yolov5_trees import snapshot
 from yolopatch import catalog, changes
 from yolopatch.cli import app
 from yolopatch.commands.apply import apply
@@ -23,14 +23,6 @@ from yolopatch.transforms import common_py
 
 MakeTree = Callable[..., Path]
 runner = CliRunner()
-
-
-def snapshot(root: Path) -> Dict[str, str]:
-    """sha256 of every file under ``root``."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*")) if path.is_file()
-    }
 
 
 def models(root: Path) -> Path:

@@ -14,7 +14,6 @@ probe's PYTHONPATH.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pytest
 
 from tests import yolov5_trees
+from tests.yolov5_trees import snapshot as tree_snapshot
 from yolopatch import catalog, variants
 from yolopatch.commands import verify as verify_module
 from yolopatch.errors import YolopatchError
@@ -130,11 +130,6 @@ def cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
 def apply(root: Path, *args: str) -> None:
     result = cli("apply", *args, "--repo", str(root))
     assert result.returncode == 0, result.stderr
-
-
-def tree_snapshot(root: Path) -> Dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 # --------------------------------------------------------------------------------------------

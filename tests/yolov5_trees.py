@@ -13,6 +13,7 @@ No third-party source is committed: everything here is fetched at run time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -185,3 +186,18 @@ def all_trees() -> Sequence[tuple]:
     """(version, layout) pairs every engine test runs on."""
     pairs = [(version, layout) for version in VERSIONS for layout in ("package", "checkout")]
     return pairs + [("master", "master")]
+
+
+def snapshot(root: Path, *, folders: bool = False, skip_git: bool = False) -> Dict[str, str]:
+    """Relative path -> sha256 of every file below ``root`` (a created, deleted or changed file changes
+    it); ``folders`` also records folders (as "dir"), ``skip_git`` leaves out ``.git``."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if skip_git and ".git" in relative.parts:
+            continue
+        if path.is_file():
+            result[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif folders and path.is_dir():
+            result[str(relative)] = "dir"
+    return result
