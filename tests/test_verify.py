@@ -192,10 +192,12 @@ def test_verify_reports_documented_flops_and_formula_deltas(make_tree: Callable[
         assert {tuple(layer) for layer in variant["inserted"]} == {
             ("layer", "class", "module", "in_channels", "params", "expected_params", "ok")}
         assert variant["output_shapes"] == base["output_shapes"]
-    # SOCA's covariance is a matrix product FlopCounterMode counts; SGE is element-wise only.
+    # SOCA's covariance is a matrix product FlopCounterMode counts. SGE's only counted work is the
+    # group similarity g . x_i, one batched matrix product: 2 * C * H * W flops at P4 (640/16) and P5 (640/32).
     sge, soca = variant_list
     assert soca["delta"]["gflops"] > 0
-    assert sge["delta"]["gflops"] == pytest.approx(0.0, abs=1e-9)
+    sge_flops = sum(2 * c * (640 // stride) ** 2 for c, stride in zip(widths["sge"], (16, 32))) / 1e9
+    assert sge["delta"]["gflops"] == pytest.approx(sge_flops, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
