@@ -8,4 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$here/scripts/setup-venv.sh"
 venv="${YOLOPATCH_VENV:-$here/.venv}"
-exec "$venv/bin/yolopatch" demo "$@"
+status=0
+"$venv/bin/yolopatch" demo "$@" || status=$?
+echo "(yolopatch is installed in $venv: run 'source $venv/bin/activate' before the command above)" >&2
+exit "$status"
