@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -78,6 +78,12 @@ class ModuleState:
     def present(self) -> bool:
         """Anything of yolopatch's for this module is in the Python files."""
         return self.inserted is not None or self.registration is not None
+
+    def edited_location(self, tree: Tree) -> Tuple[Path, Optional[int]]:
+        """Where the hand edit is: the inserted class in common.py, else the parse_model branch."""
+        if self.inserted is not None and self.inserted.edited:
+            return tree.common_py, self.inserted.line
+        return tree.yolo_py, self.registration.line if self.registration else None
 
     @property
     def status(self) -> str:

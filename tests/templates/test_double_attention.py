@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.templates.loader import load_template
+from tests.templates.loader import load_template, randomise
 from yolopatch.catalog import param_count
 
 KEY = "double-attention"
@@ -22,11 +22,7 @@ def _da(*args: object, **kwargs: object) -> torch.nn.Module:
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
-    return module
+    return randomise(module, seed, scale)
 
 
 def _softmax_rows(m: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.templates.loader import load_template
+from tests.templates.loader import load_template, randomise
 from yolopatch.catalog import param_count
 
 KEY = "gam"
@@ -22,15 +22,7 @@ def _gam(*args: object, **kwargs: object) -> torch.nn.Module:
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights and BatchNorm running statistics, so that eval mode is not the identity affine."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.3)
-        for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=generator))
-            bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=generator) + 0.5)
-    return module
+    return randomise(module, seed, 0.3, batchnorm_stats=True)
 
 
 def _sigmoid(t: torch.Tensor) -> torch.Tensor:

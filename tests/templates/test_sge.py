@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.templates.loader import load_template
+from tests.templates.loader import load_template, randomise
 from yolopatch.catalog import param_count
 
 KEY = "sge"
@@ -25,12 +25,7 @@ def _sge(*args: object, **kwargs: object) -> torch.nn.Module:
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Replace the (gamma = 0, beta = 1) init by random values so the spatial part is exercised."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
-    return module
+    return randomise(module, seed)
 
 
 def oracle(x: torch.Tensor, groups: int, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import List
 import pytest
 import torch
 
-from tests.templates.loader import load_template
+from tests.templates.loader import load_template, randomise
 from yolopatch.catalog import param_count
 
 KEY = "soca"
@@ -28,12 +28,7 @@ def _soca(*args: object, **kwargs: object) -> torch.nn.Module:
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
-    """Random weights large enough that the gates vary well away from 0.5."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
-    return module
+    return randomise(module, seed, scale)
 
 
 def _matrix_newton_schulz(a: torch.Tensor, iterations: int = 5) -> torch.Tensor:

@@ -30,12 +30,9 @@ def _refuse_conflicts(tree: Tree, state: ModuleState, replace: bool) -> None:
             path=tree.yolo_py, line=registration.line,
             hint=f"remove it, or run `yolopatch apply {state.spec.key} --replace` to use the yolopatch branch")
     if state.status == EDITED:
-        where = state.inserted.line if state.inserted and state.inserted.edited else None
-        raise YolopatchError(
-            f"yolopatch's {name} was edited by hand since it was inserted",
-            path=tree.common_py if where else tree.yolo_py,
-            line=where or (state.registration.line if state.registration else None),
-            hint=f"run `yolopatch apply {state.spec.key} --replace` to overwrite your edits")
+        path, line = state.edited_location(tree)
+        raise YolopatchError(f"yolopatch's {name} was edited by hand since it was inserted", path=path, line=line,
+                             hint=f"run `yolopatch apply {state.spec.key} --replace` to overwrite your edits")
 
 
 def patched_sources(sources: Sources, specs: Sequence[ModuleSpec], replace: bool = False) -> Tuple[str, str]:

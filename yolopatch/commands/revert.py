@@ -27,12 +27,10 @@ def revert(repo: Path, names: Sequence[str], *, dry_run: bool = False, force: bo
     for key in keys:
         state = states[key]
         if state.status == EDITED and not force:
-            edited_line = state.inserted.line if state.inserted and state.inserted.edited else None
+            path, line = state.edited_location(tree)
             raise YolopatchError(
                 f"yolopatch's {state.spec.class_name} was edited by hand; revert would throw the edits away",
-                path=tree.common_py if edited_line else tree.yolo_py,
-                line=edited_line or (state.registration.line if state.registration else None),
-                hint=f"keep a copy of your edits and run `yolopatch revert {key} --force`")
+                path=path, line=line, hint=f"keep a copy of your edits and run `yolopatch revert {key} --force`")
     remaining = [key for key, state in states.items() if state.inserted is not None and key not in keys]
     common, yolo = common_py.parse(sources.common), yolo_py.parse(sources.yolo)
     for key in keys:
