@@ -146,9 +146,10 @@ def test_injected_failure_between_two_writes_leaves_tree_unchanged(make_tree: Ma
         os.replace(source, target)
 
     monkeypatch.setattr(changes, "_replace", failing_replace)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(YolopatchError, match="injected") as caught:
         apply(root, ["soca"])
     assert len(calls) == 2
+    assert str(caught.value).startswith(f"{models(root) / 'yolo.py'}: cannot write: disk full (injected)")
     assert snapshot(root) == before  # no temporaries, no backups, first file restored
 
 

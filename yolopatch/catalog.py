@@ -22,6 +22,8 @@ from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.resources import data_dir
 
 META_NAME = "YOLOPATCH"
+REGISTRATIONS = ("width", "no-width")
+KINDS = ("channel", "spatial", "channel+spatial", "self-attention", "multi-scale", "parameter-free")
 REQUIRED_KEYS = (
     "key", "class_name", "version", "aliases", "paper", "authors", "venue", "year", "summary",
     "hyperparameters", "param_count", "constraints",
@@ -47,6 +49,11 @@ class ModuleSpec:
     template_path: Path
     source: str = field(repr=False)
     placement: Tuple[str, ...] = ()
+    registration: str = "width"  # YAML args [width, hp...]; "no-width": [hp...] (parameter-free modules)
+    kind: str = "channel"
+    official_code: str = ""
+    guarantees: Dict[str, Any] = field(default_factory=dict)
+    requires: str = ""  # a formula over c and the hyper-parameters that must hold; "" when any width works
 
     @property
     def citation(self) -> str:
@@ -64,6 +71,12 @@ class ModuleSpec:
     def param_count(self, c: int, **hyperparameters: Any) -> int:
         values = {**self.hyperparameters, **hyperparameters, "c": c}
         return int(evaluate_formula(self.param_count_formula, values))
+
+    def accepts_width(self, c: int, **hyperparameters: Any) -> bool:
+        """Whether the module can be built at input width ``c`` (its declared ``requires``)."""
+        if not self.requires:
+            return True
+        return bool(evaluate_formula(self.requires, {**self.hyperparameters, **hyperparameters, "c": c}))
 
 
 def _read_metadata(path: Path, source: str) -> Dict[str, Any]:
@@ -112,7 +125,19 @@ def _load(path: Path) -> ModuleSpec:
         template_path=path,
         source=source,
         placement=_read_placement(meta["key"]),
+        registration=_one_of(meta.get("registration", "width"), REGISTRATIONS, "registration", path),
+        kind=_one_of(meta.get("kind", "channel"), KINDS, "kind", path),
+        official_code=str(meta.get("official_code", "")),
+        guarantees=dict(meta.get("guarantees", {})),
+        requires=str(meta.get("requires", "")),
     )
+
+
+def _one_of(value: str, allowed: Tuple[str, ...], name: str, path: Path) -> str:
+    if value not in allowed:
+        raise YolopatchError(f"template metadata {name}={value!r} is not one of {', '.join(allowed)}", path=path,
+                             hint="this is a yolopatch bug, please report it")
+    return value
 
 
 @lru_cache(maxsize=1)

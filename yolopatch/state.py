@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -12,7 +13,7 @@ from yolopatch import catalog
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
 from yolopatch.errors import YolopatchError
-from yolopatch.transforms import common_py, yolo_py
+from yolopatch.transforms import common_py, lossless, yolo_py
 from yolopatch.transforms.common_py import FoundModule, ForeignClass, Template
 from yolopatch.transforms.yolo_py import Registration
 from yolopatch.tree import Tree
@@ -45,18 +46,31 @@ class Sources:
 
     def check_parseable(self) -> None:
         for path, text in ((self.tree.common_py, self.common), (self.tree.yolo_py, self.yolo)):
-            try:
-                (common_py.parse if path == self.tree.common_py else yolo_py.parse)(text)
-            except cst.ParserSyntaxError as error:
-                raise YolopatchError(f"cannot parse: {error.message}", path=path, line=error.raw_line,
-                                     hint="fix the syntax error (python -m py_compile shows it), then run again"
-                                     ) from error
+            check_parseable(path, text, common_py.parse if path == self.tree.common_py else yolo_py.parse)
         try:
             yolo_py.facts(self.yolo)
         except yolo_py.ParseModelNotFound as error:
             raise YolopatchError(f"parse_model not recognised: {error}", path=self.tree.yolo_py,
                                  hint="is this a YOLOv5 models/yolo.py? yolopatch supports YOLOv5 v5.0 to master"
                                  ) from error
+
+
+def check_parseable(path: Path, text: str, parse: Callable[[str], cst.Module]) -> None:
+    """Refuse a file Python cannot compile (at Python's own line) or libcst cannot give back exactly."""
+    try:
+        ast.parse(text, filename=str(path))
+    except SyntaxError as error:
+        raise YolopatchError(f"cannot parse: {error.msg}", path=path, line=error.lineno,
+                             hint="fix the syntax error (python -m py_compile shows it), then run again") from error
+    try:
+        parse(text)
+    except cst.ParserSyntaxError as error:
+        raise YolopatchError(f"cannot parse: {error.message}", path=path, line=error.raw_line,
+                             hint="fix the syntax error, then run again") from error
+    except lossless.NotLossless as error:
+        raise YolopatchError("libcst cannot reproduce this file byte for byte, so yolopatch will not edit it",
+                             path=path, line=error.line,
+                             hint="please report the file to the yolopatch authors; nothing was changed") from error
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,8 @@ class ModuleState:
             return PARTIAL
         if self.inserted.edited or self.registration.edited:
             return EDITED
+        if self.registration.registration != self.spec.registration:
+            return OUTDATED
         if self.inserted.recorded_digest != self.current_digest:
             return OUTDATED
         return APPLIED

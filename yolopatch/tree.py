@@ -38,6 +38,12 @@ class Tree:
         return self.models_dir / "yolo.py"
 
     @property
+    def state_dir(self) -> Path:
+        """``.yolopatch`` in the tree's root: journals of runs in progress, records of ``--replace``,
+        the list of variants written outside models/. Removed whenever it is empty."""
+        return self.root / ".yolopatch"
+
+    @property
     def import_root(self) -> Path:
         """The folder to put on sys.path so that the tree's own imports resolve."""
         return self.root
@@ -81,8 +87,10 @@ def locate(start: Path) -> Tree:
             if folder.name == "yolov5" and (folder / "__init__.py").is_file() and _imports_package(folder):
                 return Tree(folder.parent, PACKAGE)
             return Tree(folder, CHECKOUT)
-    raise YolopatchError("not inside a YOLOv5 tree (no models/yolo.py and models/common.py here or above)",
-                         path=start, hint="pass --repo PATH to a YOLOv5 checkout, or run `yolopatch clone`")
+    folder = start.resolve() if start.is_dir() else start.resolve().parent
+    raise YolopatchError(f"not inside a YOLOv5 tree: neither {folder} nor a folder above it has models/yolo.py "
+                         "and models/common.py",
+                         hint="pass --repo PATH to a YOLOv5 checkout, or run `yolopatch clone`")
 
 
 def _imports_package(folder: Path) -> bool:

@@ -510,12 +510,14 @@ def insert_layers(layers: Sequence[Row], insertions: Sequence[Tuple[int, Row]]) 
 
 
 class Placement(NamedTuple):
-    """One module to insert: its class, key, positions (as typed) and YAML args after the width."""
+    """One module to insert: its class, key, positions (as typed), YAML args after the width, and
+    whether its YAML args start with the width ("width") or carry none ("no-width")."""
 
     class_name: str
     key: str
     positions: Sequence[str]
     args: Sequence[Any] = ()
+    registration: str = "width"
 
 
 @dataclass(frozen=True)
@@ -540,7 +542,8 @@ def plan_insertions(base: BaseModel, modules: Sequence[Placement]) -> List[_Inse
                 raise YolopatchError(f"{placement.key}: positions {seen[after]!r} and {position!r} are the same "
                                      f"layer ({after}) of {base.name}", hint="give each layer once")
             seen[after] = position
-            row: Row = [-1, 1, placement.class_name, [base.widths[after], *placement.args]]
+            width = [base.widths[after]] if placement.registration == "width" else []
+            row: Row = [-1, 1, placement.class_name, [*width, *placement.args]]
             insertions.append(_Insertion(after, placement.class_name, normalize_position(position), row))
     return sorted(insertions, key=lambda insertion: insertion.after)  # stable: module order per layer
 

@@ -1,125 +1,30 @@
-"""Variant YAMLs on disk: which bases, which files, which are ours; and `yolopatch variant`."""
+"""`yolopatch variant`: write variants for modules already applied; Python files untouched."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-from yolopatch import catalog, variants
-from yolopatch.catalog import ModuleSpec
-from yolopatch.changes import FileChange, read_text
-from yolopatch.errors import UsageError, YolopatchError
+from yolopatch import catalog
+from yolopatch.commands._write import finish
+from yolopatch.errors import YolopatchError
 from yolopatch.state import APPLIED, OUTDATED, Sources, module_states
-from yolopatch.tree import Tree, locate
+from yolopatch.transaction import locked
+from yolopatch.tree import locate
+from yolopatch.variant_files import SCALES, GeneratedVariant, base_paths, generated_variants, variant_changes
 
-SCALES = ("n", "s", "m", "l", "x")
-
-
-@dataclass(frozen=True)
-class GeneratedVariant:
-    """A variant YAML that yolopatch wrote (recognised by its first line)."""
-
-    path: Path
-    text: str
-    base: str
-    keys: Tuple[str, ...]
-    edited: bool
-
-
-def generated_variants(tree: Tree) -> List[GeneratedVariant]:
-    """Every yolopatch-generated YAML under the tree's models/ folder."""
-    found = []
-    for path in sorted(tree.models_dir.rglob("*.yaml")):
-        with path.open("rb") as handle:
-            if not handle.readline().startswith(variants.HEADER_PREFIX.encode("ascii")):
-                continue
-        text = read_text(path)
-        info = variants.parse_generated_header(text)
-        if info is not None:
-            found.append(GeneratedVariant(path, text, info.base_name, info.keys, variants.is_edited(text)))
-    return found
-
-
-def base_paths(tree: Tree, bases: Sequence[str], scales: Optional[Sequence[str]]) -> List[Path]:
-    """The base YAMLs variants are made from: --base paths, --scales of yolov5{n..x}.yaml, or yolov5s.yaml."""
-    if bases:
-        return [_existing_base(tree, base) for base in bases]
-    wanted = scales or ["s"]
-    unknown = [scale for scale in wanted if scale not in SCALES]
-    if unknown:
-        raise UsageError(f"unknown scale(s) {', '.join(unknown)}", hint=f"choose from {','.join(SCALES)}")
-    paths = [tree.models_dir / f"yolov5{scale}.yaml" for scale in wanted]
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        offered = sorted(p.stem[len("yolov5"):] for p in tree.models_dir.glob("yolov5?.yaml"))
-        raise YolopatchError(f"this tree has no {missing[0].name}", path=tree.models_dir,
-                             hint=f"it offers --scales {','.join(offered)}")
-    return paths
-
-
-def _existing_base(tree: Tree, base: str) -> Path:
-    for candidate in (Path(base), tree.root / base, tree.models_dir / base, tree.models_dir / "hub" / base):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise YolopatchError(f"base model YAML {base!r} not found (looked in ., {tree.root}, models/, models/hub/)",
-                         hint="pass a path to an existing model YAML")
-
-
-def _placement(spec: ModuleSpec, positions: Optional[Sequence[str]]) -> variants.Placement:
-    default = variants.load_spec(spec.key)
-    return variants.Placement(spec.class_name, spec.key, tuple(positions or default.placement), default.args)
-
-
-def variant_changes(tree: Tree, specs: Sequence[ModuleSpec], *, bases: Sequence[str] = (),
-                    scales: Optional[Sequence[str]] = None,
-                    positions: Optional[Sequence[str]] = None) -> List[FileChange]:
-    """One variant per (base, module): ``<base-stem>-<key>[-<positions>].yaml`` beside the base."""
-    changes = []
-    for base in base_paths(tree, bases, scales):
-        base_text = read_text(base)
-        if variants.parse_generated_header(base_text) is not None:
-            raise YolopatchError("this base is itself a generated variant", path=base,
-                                 hint="pass the original model YAML as --base")
-        for spec in specs:
-            placement = _placement(spec, positions)
-            name = variants.variant_filename(base.name, spec.key, placement.positions,
-                                             variants.load_spec(spec.key).placement)
-            target = base.parent / name
-            text = _with_base_newlines(variants.render_variant(base_text, base.name, [placement]), base_text)
-            changes.append(FileChange(target, _owned_old_text(target), text))
-    return changes
-
-
-def _with_base_newlines(text: str, base_text: str) -> str:
-    return text.replace("\n", "\r\n") if "\r\n" in base_text and "\r\n" not in text else text
-
-
-def _owned_old_text(target: Path) -> Optional[str]:
-    """The current text of ``target`` if yolopatch may overwrite it; refuse for someone else's file."""
-    if not target.exists():
-        return None
-    text = read_text(target)
-    if variants.parse_generated_header(text) is None:
-        raise YolopatchError("a file of this name exists and was not generated by yolopatch", path=target,
-                             hint="rename or move it, or choose another placement with --at")
-    if variants.is_edited(text):
-        raise YolopatchError("generated variant was edited by hand; rewriting it would lose the edits",
-                             path=target, line=1, hint="rename your edited copy, then run again")
-    return text
+__all__ = ["SCALES", "GeneratedVariant", "base_paths", "generated_variants", "variant", "variant_changes"]
 
 
 def variant(repo: Path, names: Sequence[str], *, bases: Sequence[str] = (), scales: Optional[Sequence[str]] = None,
             positions: Optional[Sequence[str]] = None, dry_run: bool = False) -> int:
-    """`yolopatch variant`: write variants for modules already applied; Python files untouched."""
-    from yolopatch.commands.apply import finish
-
     tree = locate(repo)
     specs = catalog.resolve(list(names))
-    states = module_states(Sources.read(tree))
-    for spec in specs:
-        if states[spec.key].status not in (APPLIED, OUTDATED):
-            raise YolopatchError(f"{spec.key} is {states[spec.key].status} in this tree", path=tree.common_py,
-                                 hint=f"run `yolopatch apply {spec.key}` first (it writes the variants too)")
-    changes = variant_changes(tree, specs, bases=bases, scales=scales, positions=positions)
-    return finish(tree, changes, dry_run, what="variants of " + ", ".join(s.key for s in specs), verb="written")
+    with locked(tree):
+        states = module_states(Sources.read(tree))
+        for spec in specs:
+            if states[spec.key].status not in (APPLIED, OUTDATED):
+                raise YolopatchError(f"{spec.key} is {states[spec.key].status} in this tree", path=tree.common_py,
+                                     hint=f"run `yolopatch apply {spec.key}` first (it writes the variants too)")
+        changes = variant_changes(tree, specs, bases=bases, scales=scales, positions=positions)
+        return finish(tree, changes, dry_run, what="variants of " + ", ".join(s.key for s in specs), verb="written")

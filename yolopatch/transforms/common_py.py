@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from yolopatch.transforms import markers
+from yolopatch.transforms import lists, lossless, markers
 from yolopatch.transforms.markers import Marker
 
 ImportSpec = Tuple[str, Optional[str]]  # ("torch.nn.functional", "F")
@@ -59,8 +59,9 @@ class ForeignClass:
 
 @lru_cache(maxsize=32)
 def parse(source: str) -> cst.Module:
-    """Parse once per distinct text: libcst modules are immutable, so sharing them is safe."""
-    return cst.parse_module(source)
+    """Parse once per distinct text (libcst modules are immutable, so sharing them is safe); raises
+    ``lossless.NotLossless`` where libcst would not give the text back byte for byte."""
+    return lossless.parse(source)
 
 
 @lru_cache(maxsize=16)
@@ -79,6 +80,122 @@ def statement_lines(source: str) -> Tuple[int, ...]:
         lines.append(nodes[index].lineno)
         index += len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
     return tuple(lines)
+
+
+@lru_cache(maxsize=16)
+def statement_spans(source: str) -> Tuple[Tuple[int, int], ...]:
+    """(first line, last line) of each top-level statement of ``source`` in ``parse(source).body`` order,
+    decorators included, leading comments and blank lines not."""
+    nodes = ast.parse(source).body
+    spans = []
+    index = 0
+    for statement in parse(source).body:
+        count = len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
+        group = nodes[index:index + count]
+        first = min([group[0].lineno, *(d.lineno for d in getattr(group[0], "decorator_list", ()))])
+        spans.append((first, max(node.end_lineno or node.lineno for node in group)))
+        index += count
+    return tuple(spans)
+
+
+class UnsupportedAll(ValueError):
+    """common.py's ``__all__`` is not a literal list or tuple of strings that yolopatch can extend."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__("__all__ is not a literal list or tuple of names")
+        self.line = line
+
+
+def _assigns_all(statement: cst.BaseStatement) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and any(
+        isinstance(small, (cst.Assign, cst.AugAssign, cst.AnnAssign))
+        and any(isinstance(target, cst.Name) and target.value == "__all__" for target in _targets(small))
+        for small in statement.body)
+
+
+def _targets(small: cst.BaseSmallStatement) -> List[cst.BaseExpression]:
+    if isinstance(small, cst.Assign):
+        return [target.target for target in small.targets]
+    return [small.target] if isinstance(small, (cst.AugAssign, cst.AnnAssign)) else []
+
+
+def _all_sequence(module: cst.Module) -> Optional[Tuple[int, cst.Assign]]:
+    """(body index, assignment) of the ``__all__ = [...]`` to extend; None when the file has no ``__all__``.
+
+    Raises UnsupportedAll for an ``__all__`` yolopatch cannot edit exactly (computed, augmented, several)."""
+    found = [(index, statement) for index, statement in enumerate(module.body) if _assigns_all(statement)]
+    if not found:
+        return None
+    index, statement = found[-1]
+    small = statement.body[0] if len(statement.body) == 1 else None  # type: ignore[attr-defined]
+    if (len(found) > 1 or not isinstance(small, cst.Assign) or not isinstance(small.value, (cst.List, cst.Tuple))
+            or not all(isinstance(e.value, cst.SimpleString) for e in small.value.elements)
+            or (isinstance(small.value, cst.Tuple) and not small.value.lpar)):
+        raise UnsupportedAll(statement_lines(module.code)[found[-1][0]])
+    return index, small
+
+
+def _all_names(assign: cst.Assign) -> List[str]:
+    return [e.value.evaluated_value for e in assign.value.elements]  # type: ignore[attr-defined]
+
+
+def add_to_all(module: cst.Module, name: str, source: str) -> cst.Module:
+    """``name`` appended to common.py's literal ``__all__`` (if it has one and lacks the name)."""
+    located = _all_sequence(module) if "__all__" in source else None
+    if located is None:
+        return module
+    index, assign = located
+    if name in _all_names(assign):
+        return module
+    elements = list(assign.value.elements)  # type: ignore[attr-defined]
+    quote = elements[-1].value.quote if elements else '"'
+    new = cst.Element(value=cst.SimpleString(f"{quote}{name}{quote}"))
+    return _with_all_elements(module, index, assign, lists.append(elements, new))
+
+
+def remove_from_all(module: cst.Module, name: str, source: str) -> cst.Module:
+    """``name`` taken out of common.py's literal ``__all__`` again."""
+    located = _all_sequence(module) if "__all__" in source else None
+    if located is None:
+        return module
+    index, assign = located
+    names = _all_names(assign)
+    if name not in names:
+        return module
+    elements = lists.drop_at(list(assign.value.elements), names.index(name))  # type: ignore[attr-defined]
+    return _with_all_elements(module, index, assign, elements)
+
+
+def _with_all_elements(module: cst.Module, index: int, assign: cst.Assign, elements: list) -> cst.Module:
+    statement = module.body[index]
+    updated = statement.with_changes(body=[assign.with_changes(value=assign.value.with_changes(elements=elements))])
+    return module.with_changes(body=[*module.body[:index], updated, *module.body[index + 1:]])
+
+
+def editable_ranges(source: str, replacing: Sequence[str] = (),
+                    template_comments: Sequence[str] = ()) -> Tuple[Tuple[int, int], ...]:
+    """The lines of common.py ``source`` that apply or revert may change: yolopatch's own marked statements
+    with the blank lines (and ``template_comments``) apply put above them, ``__all__`` (where the class
+    names are listed), and unmarked definitions named in ``replacing`` (``--replace``). A comment the
+    user wrote above inserted code is not editable: revert keeps it."""
+    ranges = []
+    for statement, (first, last) in zip(parse(source).body, statement_spans(source)):
+        if markers.marker_of(statement) is not None:
+            ranges.append((first - _inserted_leading_count(statement, template_comments), last))
+        elif _assigns_all(statement) or (isinstance(statement, DEFINITIONS) and statement.name.value in replacing):
+            ranges.append((first, last))
+    return tuple(ranges)
+
+
+def _inserted_leading_count(statement: cst.BaseStatement, template_comments: Sequence[str]) -> int:
+    """How many of the lines right above ``statement`` (its leading lines, from the bottom up) are blank or
+    a template's own comment."""
+    count = 0
+    for line in reversed(statement.leading_lines):
+        if line.comment is not None and line.comment.value not in template_comments:
+            break
+        count += 1
+    return count
 
 
 def template_statements(template: Template, newline: str = "\n") -> List[cst.BaseStatement]:
@@ -250,25 +367,119 @@ def _is_import(statement: cst.BaseStatement) -> bool:
     )
 
 
-def remove(source: str, key: str, still_needed: Sequence[ImportSpec] = ()) -> str:
+def remove(source: str, key: str, still_needed: Sequence[ImportSpec] = (),
+           template: Optional[Template] = None) -> str:
     """Take module ``key`` out of ``source``, and the imports yolopatch added that nothing still needs."""
-    return remove_module(parse(source), key, still_needed).code
+    return remove_module(parse(source), key, still_needed, template).code
 
 
-def remove_module(module: cst.Module, key: str, still_needed: Sequence[ImportSpec] = ()) -> cst.Module:
-    """``remove`` on a parsed module."""
-    body = [statement for statement in module.body if not _is_marked_for(statement, key)]
-    body = [statement for statement in body if not _is_unneeded_added_import(module, statement, still_needed)]
-    return module.with_changes(body=body)
+def remove_module(module: cst.Module, key: str, still_needed: Sequence[ImportSpec] = (),
+                  template: Optional[Template] = None) -> cst.Module:
+    """``remove`` on a parsed module.
+
+    Only what apply inserted goes: the marked statements, the two blank lines put before each and the
+    template's own comments. Anything the user wrote above an inserted statement (a comment, more blank
+    lines) moves onto the next statement that stays. ``template`` tells the template's own comments.
+    """
+    expected = _expected_leading_comments(template) if template is not None else {}
+    used = _names_used_outside_yolopatch(module) if _has_added_imports(module) else frozenset()
+    body: List[cst.BaseStatement] = []
+    carried: List[cst.EmptyLine] = []
+    for statement in module.body:
+        removing = _is_marked_for(statement, key) or _is_unneeded_added_import(statement, still_needed, used)
+        if removing:
+            carried += _user_leading_lines(statement, expected.get(_definition_name(statement), ()))
+            continue
+        if carried:
+            statement = statement.with_changes(leading_lines=[*carried, *statement.leading_lines])
+            carried = []
+        body.append(statement)
+    footer = [*carried, *module.footer]
+    return module.with_changes(body=body, footer=footer)
 
 
-def _is_unneeded_added_import(module: cst.Module, statement: cst.BaseStatement,
-                              still_needed: Sequence[ImportSpec]) -> bool:
+def _has_added_imports(module: cst.Module) -> bool:
+    return any(_is_marked_for(statement, markers.ADDED_IMPORT) for statement in module.body)
+
+
+def _definition_name(statement: cst.BaseStatement) -> Optional[str]:
+    return statement.name.value if isinstance(statement, DEFINITIONS) else None
+
+
+def _expected_leading_comments(template: Template) -> Dict[Optional[str], Tuple[str, ...]]:
+    """The comment lines a template puts above each of its definitions, by definition name."""
+    return {
+        _definition_name(statement): tuple(
+            line.comment.value for line in statement.leading_lines if line.comment is not None)
+        for statement in template_statements(template)
+    }
+
+
+def _user_leading_lines(statement: cst.BaseStatement, template_comments: Sequence[str]) -> List[cst.EmptyLine]:
+    """The leading lines of an inserted statement that apply did not put there."""
+    lines = list(statement.leading_lines)
+    comments = [line.comment.value for line in lines[-len(template_comments):] if line.comment] \
+        if template_comments else []
+    if template_comments and tuple(comments) == tuple(template_comments):
+        lines = lines[:-len(template_comments)]
+    blanks_to_drop = 2 if _is_definition(statement) else 0  # _marked puts two blank lines before each
+    kept = []
+    for line in lines:
+        if blanks_to_drop and line.comment is None and not line.whitespace.value:
+            blanks_to_drop -= 1
+            continue
+        kept.append(line)
+    return kept
+
+
+def _is_definition(statement: cst.BaseStatement) -> bool:
+    return isinstance(statement, DEFINITIONS)
+
+
+def _names_used_outside_yolopatch(module: cst.Module) -> frozenset:
+    """Every name loaded by a top-level statement that carries no yolopatch marker (a static check)."""
+    used = set()
+    for statement in module.body:
+        if markers.marker_of(statement) is None and not _is_import(statement):
+            tree = ast.parse(module.code_for_node(statement.with_changes(leading_lines=())))
+            used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return frozenset(used)
+
+
+def _is_unneeded_added_import(statement: cst.BaseStatement, still_needed: Sequence[ImportSpec],
+                              used: frozenset = frozenset()) -> bool:
+    """An import yolopatch added that no remaining module needs and no user code uses."""
     if not _is_marked_for(statement, markers.ADDED_IMPORT):
         return False
-    provided = {
+    provided = _provided_imports(statement)
+    if provided & set(still_needed):
+        return False
+    return not {bound for _, bound in _bound_names(provided)} & used
+
+
+def _provided_imports(statement: cst.BaseStatement) -> set:
+    return {
         (cst.helpers.get_full_name_for_node(alias.name), alias.asname.name.value if alias.asname else None)
         for small in statement.body if isinstance(small, cst.Import)  # type: ignore[attr-defined]
         for alias in small.names
     }
-    return not provided & set(still_needed)
+
+
+def _bound_names(provided: set) -> List[Tuple[str, str]]:
+    """(import, the name it binds): ``import torch.nn.functional as F`` binds F, ``import math`` math."""
+    return [(name, asname or name.split(".")[0]) for name, asname in provided]
+
+
+def kept_imports(source: str, key: str, still_needed: Sequence[ImportSpec] = ()) -> List[Tuple[str, int]]:
+    """Imports yolopatch added that ``remove`` keeps because code outside yolopatch's uses them:
+    (import text, line)."""
+    module = parse(source)
+    used = _names_used_outside_yolopatch(module)
+    lines = dict(zip(module.body, statement_lines(source)))
+    kept = []
+    for statement in module.body:
+        if (_is_unneeded_added_import(statement, still_needed)
+                and not _is_unneeded_added_import(statement, still_needed, used)):
+            text = module.code_for_node(markers.without_marker(statement).with_changes(leading_lines=())).strip()
+            kept.append((text, lines[statement]))
+    return kept

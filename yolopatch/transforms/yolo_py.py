@@ -18,13 +18,13 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from yolopatch.transforms import markers
+from yolopatch.transforms import lists, lossless, markers
 from yolopatch.transforms.markers import Marker
 
 Container = Union[cst.List, cst.Tuple, cst.Set]
@@ -49,6 +49,7 @@ class Registration:
     line: int
     key: Optional[str]  # the yolopatch key when the branch carries a marker, else None (hand-made)
     edited: bool = False
+    registration: Optional[str] = None  # which branch shape a marked, unedited branch has
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,22 @@ class YoloPyFacts:
     parse_model_line: int
 
 
-def branch_code(class_name: str, key: str) -> str:
+# The argument line of the branch, per registration kind (the catalogue's ``registration``):
+# "width": YAML args [width, hp...], the nominal width replaced by the real input width;
+# "no-width": YAML args [hp...] (parameter-free modules), the width put in front.
+ARGUMENT_LINES = {
+    "width": "args = [c1, c2, *args[1:]]",
+    "no-width": "args = [c1, c2, *args]",
+}
+
+
+def branch_code(class_name: str, key: str, registration: str = "width") -> str:
     """The parse_model branch for one module (as an ``if``; it is placed as an ``elif``)."""
     return (
         f"if m is {class_name}:  {Marker(key).render()}\n"
         f"    c1 = ch[f]\n"
         f"    c2 = c1\n"
-        f"    args = [c1, c2, *args[1:]]\n"
+        f"    {ARGUMENT_LINES[registration]}\n"
     )
 
 
@@ -133,8 +143,9 @@ def _identity_name(node: cst.If) -> Optional[str]:
 
 @lru_cache(maxsize=32)
 def parse(source: str) -> cst.Module:
-    """Parse once per distinct text (libcst modules are immutable)."""
-    return cst.parse_module(source)
+    """Parse once per distinct text (libcst modules are immutable); raises ``lossless.NotLossless``
+    where libcst would not give the text back byte for byte."""
+    return lossless.parse(source)
 
 
 def _replace_top_level(module: cst.Module, old: cst.CSTNode, new: cst.CSTNode) -> cst.Module:
@@ -147,8 +158,9 @@ def _replace_chain(module: cst.Module, head: cst.If, new_head: cst.If) -> cst.Mo
     return _replace_top_level(module, function, function.deep_replace(head, new_head))
 
 
-def _located_function(source: str) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, int]]:
-    """parse_model (as a standalone copy) and the file line of each of its nodes.
+@lru_cache(maxsize=16)
+def _located_spans(source: str) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, Tuple[int, int]]]:
+    """parse_model (as a standalone copy) and the file lines (first, last) of each of its nodes.
 
     PositionProvider runs on parse_model alone (resolving the whole 1,000-line file is slow); the
     line of its ``def`` comes from Python's ``ast`` of the same text.
@@ -159,7 +171,33 @@ def _located_function(source: str) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, i
     alone = function.with_changes(leading_lines=(), decorators=())
     positions = MetadataWrapper(cst.Module(body=[alone]), unsafe_skip_copy=True).resolve(PositionProvider)
     offset = def_line - positions[alone].start.line
-    return alone, {node: position.start.line + offset for node, position in positions.items()}
+    return alone, {node: (position.start.line + offset, position.end.line + offset)
+                   for node, position in positions.items()}
+
+
+def _located_function(source: str) -> Tuple[cst.FunctionDef, Dict[cst.CSTNode, int]]:
+    """parse_model and the first file line of each of its nodes."""
+    alone, spans = _located_spans(source)
+    return alone, {node: span[0] for node, span in spans.items()}
+
+
+def editable_ranges(source: str, replacing: Sequence[str] = ()) -> Tuple[Tuple[int, int], ...]:
+    """The lines of yolo.py ``source`` that apply or revert may change: yolopatch's marked branches (header
+    and body), the explicit ``from models.common import (...)`` statement, and with ``replacing``
+    (``--replace``) the whole of parse_model (hand-made branches and list entries of those names go)."""
+    function, spans = _located_spans(source)
+    ranges = []
+    for link in _chain(_channel_chain(function)):
+        if markers.marker_of(link) is not None:
+            ranges.append((spans[link][0], spans[link.body][1]))
+    if replacing:
+        ranges.append(spans[function])
+    tree = ast.parse(source)
+    for node in tree.body:
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").endswith("models.common")
+                and not any(alias.name == "*" for alias in node.names)):
+            ranges.append((node.lineno, node.end_lineno or node.lineno))
+    return tuple(ranges)
 
 
 def _parse_model_line(source: str) -> int:
@@ -196,30 +234,34 @@ def _registrations(source: str) -> Tuple[Registration, ...]:
         name = _identity_name(link)
         marker = markers.marker_of(link)
         if name is not None:
-            edited = marker is not None and _branch_edited(link, name, marker.key)
-            found.append(Registration(name, line, marker.key if marker else None, edited))
+            shape = _branch_shape(link, name, marker.key) if marker is not None else None
+            edited = marker is not None and shape is None
+            found.append(Registration(name, line, marker.key if marker else None, edited, shape))
         elif m.matches(link.test, _MEMBERSHIP):
             found.extend(Registration(_element_name(element), positions[element], None)
                          for element in _container(link).elements)
     return tuple(found)
 
 
-def _branch_edited(link: cst.If, name: str, key: str) -> bool:
-    expected = cst.parse_statement(branch_code(name, key))
-    bare = link.with_changes(orelse=None, leading_lines=())
-    return cst.Module(body=[bare]).code.replace("\r\n", "\n") != cst.Module(body=[expected]).code
+def _branch_shape(link: cst.If, name: str, key: str) -> Optional[str]:
+    """The registration kind whose exact branch ``link`` is, or None when it was edited by hand."""
+    bare = cst.Module(body=[link.with_changes(orelse=None, leading_lines=())]).code.replace("\r\n", "\n")
+    for registration in ARGUMENT_LINES:
+        if bare == cst.Module(body=[cst.parse_statement(branch_code(name, key, registration))]).code:
+            return registration
+    return None
 
 
-def register(source: str, class_name: str, key: str) -> str:
+def register(source: str, class_name: str, key: str, registration: str = "width") -> str:
     """Add the marked parse_model branch for ``class_name`` (and the master import name)."""
-    return register_module(parse(source), class_name, key).code
+    return register_module(parse(source), class_name, key, registration).code
 
 
-def register_module(module: cst.Module, class_name: str, key: str) -> cst.Module:
+def register_module(module: cst.Module, class_name: str, key: str, registration: str = "width") -> cst.Module:
     """``register`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
-    branch = cst.parse_statement(branch_code(class_name, key), config=module.config_for_parsing)
+    branch = cst.parse_statement(branch_code(class_name, key, registration), config=module.config_for_parsing)
     assert isinstance(branch, cst.If)
     position = next((i for i, link in enumerate(links) if (markers.marker_of(link) or Marker("")).key == key), None)
     if position is None:
@@ -241,11 +283,33 @@ def unregister_module(module: cst.Module, class_name: str, key: str) -> cst.Modu
     """``unregister`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
     links = _chain(head)
-    kept = [link for link in links if (markers.marker_of(link) or Marker("")).key != key]
-    if len(kept) != len(links):
-        new_head = _rebuild(kept, links[-1].orelse)
-        module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
+    if any(_is_marked_for(link, key) for link in links):
+        kept, tail = _without_links(links, links[-1].orelse, lambda link: _is_marked_for(link, key))
+        module = _replace_chain(module, head, _rebuild(kept, tail))  # type: ignore[arg-type]
     return _remove_common_import_name(module, class_name)
+
+
+def _is_marked_for(link: cst.If, key: str) -> bool:
+    return (markers.marker_of(link) or Marker("")).key == key
+
+
+def _without_links(links: Sequence[cst.If], tail: Union[cst.If, cst.Else, None],
+                   dropping: Callable[[cst.If], bool]) -> Tuple[List[cst.If], Union[cst.If, cst.Else, None]]:
+    """``links`` without those ``dropping`` selects; the comment and blank lines above a dropped branch
+    (never written by yolopatch) move onto the next branch that stays, or the ``else``."""
+    kept: List[cst.If] = []
+    carried: List[cst.EmptyLine] = []
+    for link in links:
+        if dropping(link):
+            carried += list(link.leading_lines)
+            continue
+        if carried:
+            link = link.with_changes(leading_lines=[*carried, *link.leading_lines])
+            carried = []
+        kept.append(link)
+    if carried and tail is not None:
+        tail = tail.with_changes(leading_lines=[*carried, *tail.leading_lines])
+    return kept, tail
 
 
 def drop_foreign(source: str, class_name: str) -> str:
@@ -259,11 +323,10 @@ def drop_foreign_module(module: cst.Module, class_name: str) -> cst.Module:
     function = _parse_model(module)
     head = _channel_chain(function)
     links = _chain(head)
-    kept = [
-        link for link in links
-        if not (_identity_name(link) == class_name and markers.marker_of(link) is None)
-    ]
-    module = _replace_chain(module, head, _rebuild(kept, links[-1].orelse))  # type: ignore[arg-type]
+    kept, tail = _without_links(
+        links, links[-1].orelse,
+        lambda link: _identity_name(link) == class_name and markers.marker_of(link) is None)
+    module = _replace_chain(module, head, _rebuild(kept, tail))  # type: ignore[arg-type]
     function = _parse_model(module)
     cleaned = function.visit(_DropFromMemberships(class_name))
     return _replace_top_level(module, function, cleaned)
@@ -286,24 +349,10 @@ def _without_element(link: cst.If, name: str) -> cst.If:
     index = next((i for i, element in enumerate(elements) if _element_name(element) == name), None)
     if index is None:
         return link
-    elements = _drop_at(elements, index)
+    elements = lists.drop_at(elements, index)
     comparison = link.test.comparisons[0].with_changes(  # type: ignore[attr-defined]
         comparator=container.with_changes(elements=elements))
     return link.with_changes(test=link.test.with_changes(comparisons=[comparison]))
-
-
-def _drop_at(items: list, index: int) -> list:
-    """Remove ``items[index]``; when it is the last, the one before inherits its comma (and spacing)."""
-    if index == len(items) - 1 and index > 0:
-        items[index - 1] = items[index - 1].with_changes(comma=items[index].comma)
-    return items[:index] + items[index + 1:]
-
-
-def _append(items: list, new_item: cst.CSTNode) -> list:
-    """Append ``new_item`` copying the list's own comma/spacing pattern, so ``_drop_at`` undoes it."""
-    last = items[-1]
-    previous_comma = items[-2].comma if len(items) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-    return items[:-1] + [last.with_changes(comma=previous_comma), new_item.with_changes(comma=last.comma)]
 
 
 def _common_import(module: cst.Module) -> Optional[cst.ImportFrom]:
@@ -333,7 +382,7 @@ def _add_common_import_name(module: cst.Module, name: str) -> cst.Module:
     aliases = list(node.names)  # type: ignore[arg-type]
     if any(cst.helpers.get_full_name_for_node(alias.name) == name for alias in aliases):
         return module
-    updated = node.with_changes(names=_append(aliases, cst.ImportAlias(name=cst.Name(name))))
+    updated = node.with_changes(names=lists.append(aliases, cst.ImportAlias(name=cst.Name(name))))
     return _replace_import(module, node, updated)
 
 
@@ -345,7 +394,7 @@ def _remove_common_import_name(module: cst.Module, name: str) -> cst.Module:
     index = next((i for i, alias in enumerate(aliases) if cst.helpers.get_full_name_for_node(alias.name) == name), None)
     if index is None:
         return module
-    return _replace_import(module, node, node.with_changes(names=_drop_at(aliases, index)))
+    return _replace_import(module, node, node.with_changes(names=lists.drop_at(aliases, index)))
 
 
 def _replace_import(module: cst.Module, old: cst.ImportFrom, new: cst.ImportFrom) -> cst.Module:

@@ -1,0 +1,36 @@
+"""The common tail of apply, revert and variant: show the changes (dry run) or write them all-or-nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from yolopatch import ui
+from yolopatch.changes import FileChange, write_all
+from yolopatch.tree import Tree
+
+
+def finish(tree: Tree, changes: Sequence[FileChange], dry_run: bool, *, what: str, verb: str) -> int:
+    """Show or write ``changes`` (call under ``transaction.locked(tree)``)."""
+    real = [change for change in changes if change.changed]
+    if not real:
+        ui.done(f"nothing to do: {what} already {verb} in {ui.display_path(tree.root)}")
+        return 0
+    if dry_run:
+        for change in real:
+            ui.diff(change.diff(tree.root))
+        ui.info(f"dry run: {len(real)} file(s) would change; nothing written")
+        return 0
+    written = write_all(real, tree.state_dir)
+    for path in written:
+        if path.parent != tree.state_dir:
+            ui.done(f"{_verb_for(real, path)} {ui.display_path(path)}")
+    ui.done(f"{what}: {verb} ({len([p for p in written if p.parent != tree.state_dir])} file(s))")
+    return 0
+
+
+def _verb_for(changes: Sequence[FileChange], path: Path) -> str:
+    change = next(change for change in changes if change.path == path)
+    if change.old is None:
+        return "created"
+    return "deleted" if change.new is None else "updated"
