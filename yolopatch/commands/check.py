@@ -24,14 +24,16 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import yaml
 
-from yolopatch import catalog, ui, variants
+from yolopatch import catalog, checkpoints, ui, variants
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
-from yolopatch.commands.apply import patched_sources
-from yolopatch.commands.variant import GeneratedVariant, generated_variants
+from yolopatch.engine import patched_sources
+from yolopatch.variant_files import GeneratedVariant, generated_variants
 from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.state import APPLIED, ModuleState, Sources, module_states, template_of, unknown_keys
-from yolopatch.transforms import common_py, markers, yolo_py
+from yolopatch import changes
+from yolopatch.transaction import writable_folders
+from yolopatch.transforms import common_py, markers, shadowing, yolo_py
 from yolopatch.tree import Tree, locate
 
 JSON_SCHEMA_VERSION = 1
@@ -55,6 +57,10 @@ CODES: Dict[str, str] = {
     "edited-variant": "a yolopatch-generated variant YAML was edited by hand",
     "stale-variant": "a generated variant no longer matches what yolopatch would generate from its base",
     "build-failed": "with --build: a generated variant does not build",
+    "shadowed": "code after yolopatch's (a rebinding, an import, an earlier parse_model test) hides its class",
+    "interrupted-run": "a yolopatch run was killed while writing; the next yolopatch command rolls it back",
+    "leftover-file": "a temporary or backup file of a killed yolopatch run",
+    "checkpoint-needs-module": "a checkpoint in the tree (runs/**/weights/*.pt, *.pt) needs a module the tree lacks",
 }
 
 
@@ -139,8 +145,60 @@ def collect(tree: Tree, cwd: Optional[Path] = None) -> Report:
     found += _unknown_key_findings(context, sources)
     found += _unknown_module_findings(context, sources, states, uses)
     found += _variant_findings(context, generated)
+    found += _checkpoint_findings(context, sources)
+    found += _shadow_findings(context, sources, states)
+    found += _leftover_findings(context)
     present = sum(1 for state in states.values() if state.present)
     return Report(tree, sorted(found, key=Finding.sort_key), present, len(generated))
+
+
+def _shadow_findings(context: _Context, sources: Sources, states: Dict[str, ModuleState]) -> List[Finding]:
+    """Applied modules whose class something else hides (see transforms.shadowing)."""
+    found: List[Finding] = []
+    tree = context.tree
+    for state in states.values():
+        if state.inserted is None:
+            continue
+        name = state.spec.class_name
+        shadows = shadowing.in_common(sources.common, name, state.inserted.line) + shadowing.in_yolo(
+            sources.yolo, name, state.registration.line if state.registration else None)
+        for shadow in shadows:
+            path = tree.common_py if shadow.file == "common" else tree.yolo_py
+            found.append(Finding("shadowed", path, shadow.line, f"{shadow.what}: YOLOv5 does not use yolopatch's "
+                                 f"{name}", f"remove or rename it, or rename yours with a new YAML"))
+    return found
+
+
+def _leftover_findings(context: _Context) -> List[Finding]:
+    tree = context.tree
+    found = [Finding("interrupted-run", journal, None, "a yolopatch run was killed while swapping files",
+                     f"{context.command('revert', '--dry-run')} (every apply, revert or variant command first "
+                     f"rolls an interrupted run back)")
+             for journal in changes.pending_journals(tree.state_dir)]
+    for path in changes.leftovers(writable_folders(tree)):
+        if changes.is_stale_leftover(path):
+            fix = "the next apply/revert/variant removes it (or delete it)"
+        else:
+            fix = "an older yolopatch's backup: compare it with the file it copies, then delete it"
+        found.append(Finding("leftover-file", path, None, "left by a yolopatch run that was killed", fix,
+                             severity="warning"))
+    return found
+
+
+def _checkpoint_findings(context: _Context, sources: Sources) -> List[Finding]:
+    """Checkpoints whose pickle names a yolopatch class that models/common.py no longer defines."""
+    defined = {node.name for node in ast.parse(sources.common).body if isinstance(node, ast.ClassDef)}
+    found = []
+    for item in checkpoints.checkpoint_needs(context.tree.root):
+        for key, names in item.modules.items():
+            missing = [name for name in names if name not in defined]
+            if missing:
+                found.append(Finding(
+                    "checkpoint-needs-module", item.path, None,
+                    f"this checkpoint needs {key} ({', '.join(missing)}), which models/common.py lacks: loading it "
+                    f"fails with \"Can't get attribute '{missing[0]}'\"",
+                    f"{context.command('apply', key)} (or move the checkpoint out of the tree)"))
+    return found
 
 
 def _first_changed_line(old: str, new: str) -> Optional[int]:
@@ -354,7 +412,12 @@ def _scan_model_yamls(tree: Tree) -> Dict[str, List[Tuple[Path, int]]]:
     """
     uses: Dict[str, List[Tuple[Path, int]]] = {}
     for path in sorted(tree.models_dir.rglob("*.yaml")):
-        text = path.read_bytes().decode("ascii", errors="ignore")
+        if not path.is_file():  # a dangling link, a folder named *.yaml
+            continue
+        try:
+            text = path.read_bytes().decode("ascii", errors="ignore")
+        except OSError:
+            continue
         try:
             root = yaml.compose(text, Loader=_LOADER)
         except yaml.YAMLError:
@@ -500,7 +563,8 @@ def _regenerated(tree: Tree, variant: GeneratedVariant, info: variants.Generated
     if not base.is_file() or not all(key in known for key in info.keys):
         return None
     try:
-        placements = [variants.Placement(known[key].class_name, key, positions, variants.load_spec(key).args)
+        placements = [variants.Placement(known[key].class_name, key, positions, variants.load_spec(key).args,
+                                         known[key].registration)
                       for key, positions in info.placements]
         base_text = read_text(base)
         text = variants.render_variant(base_text, base.name, placements)

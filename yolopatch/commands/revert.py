@@ -3,49 +3,101 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
-from yolopatch import catalog
+from yolopatch import catalog, checkpoints, engine, records, ui
 from yolopatch.changes import FileChange
-from yolopatch.commands.apply import finish
-from yolopatch.commands.variant import generated_variants
+from yolopatch.commands._write import finish
 from yolopatch.errors import YolopatchError
-from yolopatch.state import EDITED, Sources, imports_needed_by, module_states
+from yolopatch.state import EDITED, ModuleState, Sources, module_states
+from yolopatch.transaction import locked
 from yolopatch.transforms import common_py, yolo_py
-from yolopatch.tree import locate
+from yolopatch.tree import Tree, locate
+from yolopatch.variant_files import GeneratedVariant, generated_variants, registry_change
 
 
 def revert(repo: Path, names: Sequence[str], *, dry_run: bool = False, force: bool = False) -> int:
     tree = locate(repo)
-    sources = Sources.read(tree)
-    states = module_states(sources)
-    variants = generated_variants(tree)
-    if names:
-        keys = [spec.key for spec in catalog.resolve(list(names))]
-    else:
-        keys = [key for key, state in states.items() if state.present or any(key in v.keys for v in variants)]
-    for key in keys:
-        state = states[key]
+    with locked(tree):
+        sources = Sources.read(tree)
+        states = module_states(sources)
+        variants = generated_variants(tree)
+        if names:
+            keys = [spec.key for spec in catalog.resolve(list(names))]
+        else:
+            keys = [key for key, state in states.items()
+                    if state.present or any(key in v.keys for v in variants) or records.read_record(tree, key)]
+        _refuse_edited(tree, [states[key] for key in keys], force)
+        if not force:
+            _refuse_for_checkpoints(tree, [key for key in keys if states[key].present])
+        changes = _python_changes(tree, sources, keys)
+        changes += _variant_changes(tree, variants, keys, force)
+        _report_kept_imports(tree, sources, keys, states)
+        what = ", ".join(keys) if keys else "yolopatch"
+        return finish(tree, changes, dry_run, what=what, verb="reverted")
+
+
+def _refuse_edited(tree: Tree, states: Sequence[ModuleState], force: bool) -> None:
+    for state in states:
         if state.status == EDITED and not force:
             path, line = state.edited_location(tree)
             raise YolopatchError(
                 f"yolopatch's {state.spec.class_name} was edited by hand; revert would throw the edits away",
-                path=path, line=line, hint=f"keep a copy of your edits and run `yolopatch revert {key} --force`")
-    remaining = [key for key, state in states.items() if state.inserted is not None and key not in keys]
-    common, yolo = common_py.parse(sources.common), yolo_py.parse(sources.yolo)
+                path=path, line=line, hint=f"keep a copy of your edits and run `yolopatch revert {state.spec.key} --force`")
+
+
+def _python_changes(tree: Tree, sources: Sources, keys: Sequence[str]) -> List[FileChange]:
+    """common.py and yolo.py without ``keys``, with whatever `apply --replace` replaced put back."""
+    common, yolo = engine.reverted_sources(sources, keys)
+    texts = {tree.common_py: common, tree.yolo_py: yolo}
+    changes: List[FileChange] = []
+    editable = {tree.common_py: common_py.editable_ranges(sources.common, (), engine.template_comments()),
+                tree.yolo_py: yolo_py.editable_ranges(sources.yolo)}
     for key in keys:
-        common = common_py.remove_module(common, key, still_needed=imports_needed_by(remaining))
-        yolo = yolo_py.unregister_module(yolo, states[key].spec.class_name, key)
-    changes: List[FileChange] = [
-        FileChange(tree.common_py, sources.common, common.code),
-        FileChange(tree.yolo_py, sources.yolo, yolo.code),
-    ]
+        record = records.read_record(tree, key)
+        if record is None:
+            continue
+        record_path, record_text, files = record
+        for path, versions in files.items():
+            if path in texts:
+                texts[path] = records.restore(record_path, path, versions, texts[path])
+        changes.append(FileChange(record_path, record_text, None, owned=True))
+    old = {tree.common_py: sources.common, tree.yolo_py: sources.yolo}
+    return [FileChange(path, old[path], text, editable=editable[path]) for path, text in texts.items()] + changes
+
+
+def _variant_changes(tree: Tree, variants: Sequence[GeneratedVariant], keys: Sequence[str],
+                     force: bool) -> List[FileChange]:
+    changes: List[FileChange] = []
     for variant in variants:
         if not set(variant.keys) & set(keys):
             continue
         if variant.edited and not force:
             raise YolopatchError("generated variant was edited by hand", path=variant.path, line=1,
                                  hint="keep a copy, then run `yolopatch revert --force` (or delete it yourself)")
-        changes.append(FileChange(variant.path, variant.text, None))
-    what = ", ".join(keys) if keys else "yolopatch"
-    return finish(tree, changes, dry_run, what=what, verb="reverted")
+        changes.append(FileChange(variant.path, variant.text, None, owned=True))
+    registry = registry_change(tree, remove=[change.path for change in changes])
+    return changes + ([registry] if registry is not None else [])
+
+
+def _report_kept_imports(tree: Tree, sources: Sources, keys: Sequence[str], states: Dict[str, ModuleState]) -> None:
+    """Say which imports yolopatch added stay, because the user's own code now uses them."""
+    remaining = [key for key, state in states.items() if state.inserted is not None and key not in keys]
+    for text, line in common_py.kept_imports(sources.common, "", engine.imports_needed_by(remaining)):
+        ui.info(f"{ui.display_path(tree.common_py)}:{line}: kept `{text}` (added by yolopatch, now used by your code)")
+
+
+def _refuse_for_checkpoints(tree: Tree, keys: Sequence[str]) -> None:
+    """Refuse to take out a module that a checkpoint in the tree needs to load (its pickle names the class)."""
+    needed = checkpoints.needing(checkpoints.checkpoint_needs(tree.root), keys)
+    if not needed:
+        return
+    key, paths = next(iter(needed.items()))
+    names = ", ".join(tree.relative(path) for path in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    classes = catalog.get(key).class_name
+    modules = " ".join(needed)
+    raise YolopatchError(
+        f"{len(paths)} checkpoint(s) in this tree need {key} to load ({names}); without it they fail with "
+        f"\"Can't get attribute '{classes}'\"", path=paths[0],
+        hint=f"move them out of the tree first, or run `yolopatch revert {modules} --force` "
+             "(re-applying the module makes them load again)")
