@@ -197,19 +197,22 @@ def write_all(changes: Sequence[FileChange], state_dir: Optional[Path] = None) -
     steps: List[_Step] = []
     swapped: List[_Step] = []
     journal: Optional[Path] = None
+    current: Optional[FileChange] = None  # the file being staged or swapped when something fails
     with _signals_as_interrupts():
         try:
-            for change in pending:
-                steps.append(_stage(change, token))
+            for current in pending:
+                steps.append(_stage(current, token))
+            current = None
             journal = _write_journal(state_dir, token, steps)
             for step in steps:
+                current = step.change
+                swapped.append(step)  # before the swap: a signal may arrive right after the rename
                 _swap(step)
-                swapped.append(step)
         except BaseException as error:
             _roll_back(steps, swapped)
             _remove_journal(journal, state_dir)
             if isinstance(error, OSError):
-                raise _os_error(error, steps, len(swapped)) from error
+                raise _os_error(error, current) from error
             raise
     _remove_journal(journal, state_dir)
     for step in steps:
@@ -252,17 +255,21 @@ def _stage(change: FileChange, token: str) -> _Step:
     backup = _staged_name(target, token, BACKUP_SUFFIX) if exists else None
     temp = _staged_name(target, token, TEMP_SUFFIX) if change.new is not None else None
     in_place = exists and change.new is not None and os.stat(target).st_nlink > 1
-    step = _Step(change, target, temp, backup, in_place)
-    if backup is not None:
-        if os.path.islink(target):
-            os.symlink(os.readlink(target), backup)
-        else:
-            shutil.copy2(target, backup)
-    if temp is not None and change.new is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = ((BOM if exists and _has_bom(target) else "") + change.new).encode("utf-8")
-        _write_new_file(temp, data, reference=target if exists else None)
-    return step
+    try:
+        if backup is not None:
+            if os.path.islink(target):
+                os.symlink(os.readlink(target), backup)
+            else:
+                shutil.copy2(target, backup)
+        if temp is not None and change.new is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = ((BOM if exists and _has_bom(target) else "") + change.new).encode("utf-8")
+            _write_new_file(temp, data, reference=target if exists else None)
+    except BaseException:
+        _unlink_quietly(temp)
+        _unlink_quietly(backup)
+        raise
+    return _Step(change, target, temp, backup, in_place)
 
 
 def _write_new_file(path: Path, data: bytes, reference: Optional[Path]) -> None:
@@ -361,14 +368,9 @@ def _check_writable(change: FileChange) -> None:
                              hint=f"make it writable (chmod u+w {path}) and run again")
 
 
-def _os_error(error: OSError, steps: Sequence[_Step], swapped: int) -> YolopatchError:
+def _os_error(error: OSError, change: Optional[FileChange]) -> YolopatchError:
     """The OS failure as one line about the user's file (not the temporary name)."""
-    filename = Path(error.filename) if error.filename else None
-    if filename is None:  # the failing call did not say: the file being staged or swapped
-        step: Optional[_Step] = steps[min(swapped, len(steps) - 1)] if steps else None
-    else:
-        step = next((s for s in steps if filename in (s.temp, s.backup, s.target, s.change.path)), None)
-    path = step.change.path if step is not None else filename
+    path = change.path if change is not None else (Path(error.filename) if error.filename else None)
     what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted (immutable file?)"}
     reason = what.get(error.errno or 0, error.strerror or str(error))

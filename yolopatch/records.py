@@ -72,12 +72,15 @@ def merge3(base: str, mine: str, theirs: str) -> Optional[str]:
     theirs_edits = _edits(base_lines, theirs_lines)
     for a_start, a_end, _ in mine_edits:
         for b_start, b_end, _ in theirs_edits:
-            if a_start < b_end and b_start < a_end or a_start == b_start or \
-                    (a_start == a_end and b_start < a_start < b_end) or (b_start == b_end and a_start < b_start < a_end):
+            both_insert_here = a_start == a_end == b_start == b_end  # kept both: mine, then theirs
+            if not both_insert_here and (a_start < b_end and b_start < a_end or a_start == b_start
+                                         or a_start < b_start < a_end or b_start < a_start < b_end):
                 return None
     result: List[str] = []
     position = 0
-    for start, end, replacement in sorted(mine_edits + theirs_edits, key=lambda edit: (edit[0], edit[1])):
+    ordered = sorted([(e, 0) for e in mine_edits] + [(e, 1) for e in theirs_edits],
+                     key=lambda item: (item[0][0], item[0][1], item[1]))
+    for (start, end, replacement), _ in ordered:
         result += base_lines[position:start]
         result += replacement
         position = end

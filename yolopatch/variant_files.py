@@ -81,7 +81,7 @@ def base_paths(tree: Tree, bases: Sequence[str], scales: Optional[Sequence[str]]
     """The base YAMLs variants are made from: --base paths, --scales of yolov5{n..x}.yaml, or yolov5s.yaml.
     Each named once, whatever the spelling."""
     if bases:
-        return _unique([resolve_model_yaml(tree, base, what="base model YAML", option="--base") for base in bases])
+        return _unique([resolve_model_yaml(tree, base, what="base model YAML") for base in bases])
     wanted = _unique(list(scales or ["s"]))
     unknown = [scale for scale in wanted if scale not in SCALES]
     if unknown:

@@ -58,6 +58,9 @@ def _python_changes(tree: Tree, sources: Sources, keys: Sequence[str]) -> List[F
         if record is None:
             continue
         record_path, record_text, files = record
+        name = catalog.get(key).class_name
+        editable[tree.common_py] += common_py.editable_ranges(sources.common, [name])
+        editable[tree.yolo_py] += yolo_py.editable_ranges(sources.yolo, [name])
         for path, versions in files.items():
             if path in texts:
                 texts[path] = records.restore(record_path, path, versions, texts[path])

@@ -7,6 +7,7 @@ Inserted statements carry markers (see ``markers``); everything else in the file
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -181,21 +182,21 @@ def editable_ranges(source: str, replacing: Sequence[str] = (),
     ranges = []
     for statement, (first, last) in zip(parse(source).body, statement_spans(source)):
         if markers.marker_of(statement) is not None:
-            ranges.append((first - _inserted_leading_count(statement, template_comments), last))
+            ranges.append((first, last))
+            ranges += _inserted_leading_lines(statement, first, template_comments)
         elif _assigns_all(statement) or (isinstance(statement, DEFINITIONS) and statement.name.value in replacing):
             ranges.append((first, last))
     return tuple(ranges)
 
 
-def _inserted_leading_count(statement: cst.BaseStatement, template_comments: Sequence[str]) -> int:
-    """How many of the lines right above ``statement`` (its leading lines, from the bottom up) are blank or
-    a template's own comment."""
-    count = 0
-    for line in reversed(statement.leading_lines):
-        if line.comment is not None and line.comment.value not in template_comments:
-            break
-        count += 1
-    return count
+def _inserted_leading_lines(statement: cst.BaseStatement, first: int,
+                            template_comments: Sequence[str]) -> List[Tuple[int, int]]:
+    """The lines above ``statement`` (its leading lines, ending at line ``first - 1``) that apply may have
+    put there: blank lines and the templates' own comments, not a comment of the user's."""
+    leading = list(statement.leading_lines)
+    top = first - len(leading)
+    return [(top + offset, top + offset) for offset, line in enumerate(leading)
+            if line.comment is None or line.comment.value in template_comments]
 
 
 def template_statements(template: Template, newline: str = "\n") -> List[cst.BaseStatement]:
@@ -340,7 +341,9 @@ def add_imports(module: cst.Module, needed: Sequence[ImportSpec]) -> cst.Module:
     The visitor only reads and edits the top-level imports, so it runs on the statements up to the
     last top-level import (visiting a whole 1,000-line common.py costs seconds); the rest is re-attached.
     """
-    if not needed:
+    present = _top_level_imports(module)
+    missing = list(dict.fromkeys(spec for spec in needed if spec not in present))
+    if not missing:
         return module
     from libcst.codemod import CodemodContext  # the codemod machinery costs ~0.3 s to import
     from libcst.codemod.visitors import AddImportsVisitor
@@ -348,17 +351,29 @@ def add_imports(module: cst.Module, needed: Sequence[ImportSpec]) -> cst.Module:
     split = max((i for i, statement in enumerate(module.body) if _is_import(statement)), default=-1) + 1
     head = module.with_changes(body=module.body[:split], footer=())
     context = CodemodContext()
-    for name, asname in needed:
+    for name, asname in missing:
         AddImportsVisitor.add_needed_import(context, name, asname=asname)
-    before = {head.code_for_node(statement) for statement in head.body}
     updated = AddImportsVisitor(context).transform_module(head)
-    marked = [
-        statement
-        if not _is_import(statement) or updated.code_for_node(statement) in before
-        else markers.with_marker(statement, Marker(markers.ADDED_IMPORT))
-        for statement in updated.body
-    ]
-    return module.with_changes(header=updated.header, body=[*marked, *module.body[split:]])
+    return module.with_changes(header=updated.header, body=[*_mark_new(head, updated), *module.body[split:]])
+
+
+def _top_level_imports(module: cst.Module) -> set:
+    """(module, alias) of every plain top-level ``import`` (wherever it stands in the file)."""
+    return {spec for statement in module.body if _is_import(statement) for spec in _provided_imports(statement)}
+
+
+def _mark_new(head: cst.Module, updated: cst.Module) -> List[cst.BaseStatement]:
+    """``updated``'s statements, the import statements the visitor inserted into ``head`` marked (told
+    apart by position, so an inserted duplicate of an existing line is marked too)."""
+    old = [head.code_for_node(statement) for statement in head.body]
+    new = [updated.code_for_node(statement) for statement in updated.body]
+    inserted = set()
+    for tag, _i1, _i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "insert":  # a changed existing statement stays unmarked (the post-condition guards it)
+            inserted.update(range(j1, j2))
+    return [markers.with_marker(statement, Marker(markers.ADDED_IMPORT))
+            if index in inserted and _is_import(statement) and markers.marker_of(statement) is None else statement
+            for index, statement in enumerate(updated.body)]
 
 
 def _is_import(statement: cst.BaseStatement) -> bool:
