@@ -2,6 +2,7 @@
 
     python benchmarks/modules.py [--modules soca gam ...] [--repeats 5] [--batch 8]
                                  [--threads N] [--clock wall|cpu] [--shapes P3 P4 P5] [--budget S]
+                                 [--cold-rss]
 
 For every module with a baseline in benchmarks/baselines/<key_>.py (``build(c)`` and ``NAME``) the
 template templates/<key_>.py is loaded by file path and its main class built with its defaults,
@@ -16,6 +17,15 @@ allocation and free events, summed in time order, give the largest amount of ten
 once above what existed before the step (x and g excluded; the output, x.grad and all temporaries
 included). This counts exactly what torch allocates; memory a BLAS library allocates for itself is
 not seen.
+
+Peak RSS: the process's resident memory high-water mark during the warm-up (first full-size) step,
+minus its resident memory just before it (Linux: VmHWM reset through /proc/self/clear_refs, read from
+/proc/self/status; elsewhere ru_maxrss before/after). This is what the operating system sees: pages
+the allocator touches for the first time, its freed-but-kept blocks, BLAS and OpenMP buffers. Before
+it, one small step (batch 1, 8x8) has run, so that the process-wide first-use costs of the thread
+pools, BLAS and the autograd engine (about 40 MB, the same for any module: a one-parameter gate
+shows it) are not charged to the module; in a network a module never runs first. ``--cold-rss``
+skips that step.
 
 Timings need a quiet machine: with other processes running, each OpenMP parallel region waits for
 threads the scheduler has parked, which hurts a module made of many small operations far more than
@@ -41,7 +51,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
 BASELINES = Path(__file__).resolve().parent / "baselines"
-KNOWN_MODULES = ("soca", "sge", "double-attention", "sea-attention", "gam")
+KNOWN_MODULES = ("soca", "sge", "double-attention", "sea-attention", "gam")  # listed first; others follow by name
 SHAPES: Tuple[Tuple[str, int, int, int], ...] = (
     ("P3", 128, 80, 80),
     ("P4", 256, 40, 40),
@@ -52,11 +62,12 @@ VERSIONS = ("yolopatch", "baseline")
 
 @dataclass(frozen=True)
 class Measurement:
-    """Median forward+backward time, runs used, and peak live tensor memory of one case."""
+    """Median forward+backward time, runs used, peak live tensor memory and peak RSS growth of one case."""
 
     ms: float
     runs: int
     peak_mb: float
+    rss_mb: float = float("nan")
 
 
 def file_stem(key: str) -> str:
@@ -96,8 +107,41 @@ def peak_live_bytes(step: Callable[[], None]) -> int:
     return peak
 
 
+def _status_kib(field: str) -> Optional[int]:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), or None where there is no such file."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_growth_bytes(step: Callable[[], None]) -> int:
+    """Resident-memory high-water mark during step() minus the resident memory just before it."""
+    import resource
+
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")  # reset VmHWM to the current VmRSS
+        before = _status_kib("VmRSS")
+    except OSError:
+        before = None
+    if before is not None:
+        step()
+        after = _status_kib("VmHWM")
+        if after is not None:
+            return 1024 * max(after - before, 0)
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    return unit * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 0)
+
+
 def measure(key: str, version: str, batch: int, c: int, h: int, w: int, repeats: int,
-            budget_s: float, threads: int, clock_name: str) -> Measurement:
+            budget_s: float, threads: int, clock_name: str, prime: bool = True) -> Measurement:
     """Run inside the worker subprocess: time and memory of one case."""
     import torch
 
@@ -114,8 +158,14 @@ def measure(key: str, version: str, batch: int, c: int, h: int, w: int, repeats:
         x.grad = None
         module.zero_grad(set_to_none=True)
 
+    if prime:  # process-wide first-use costs, outside the RSS measurement (see the module docstring)
+        small = torch.randn(1, c, 8, 8, requires_grad=True)
+        module(small).backward(torch.ones_like(small))
+        module.zero_grad(set_to_none=True)
+        del small
+    rss: List[int] = []
     start = clock()
-    step()
+    rss.append(peak_rss_growth_bytes(step))  # the warm-up step
     warm_s = clock() - start
     runs = max(1, min(repeats, int(budget_s / max(warm_s, 1e-9))))
     times: List[float] = []
@@ -123,13 +173,13 @@ def measure(key: str, version: str, batch: int, c: int, h: int, w: int, repeats:
         start = clock()
         step()
         times.append(1000.0 * (clock() - start))
-    return Measurement(statistics.median(times), runs, peak_live_bytes(step) / 2 ** 20)
+    return Measurement(statistics.median(times), runs, peak_live_bytes(step) / 2 ** 20, rss[0] / 2 ** 20)
 
 
 def run_case(key: str, version: str, batch: int, c: int, h: int, w: int, args: argparse.Namespace) -> Measurement:
     """One case in a fresh interpreter; raises RuntimeError with the worker's error text."""
     case = {"key": key, "version": version, "batch": batch, "c": c, "h": h, "w": w, "repeats": args.repeats,
-            "budget_s": args.budget, "threads": args.threads, "clock": args.clock}
+            "budget_s": args.budget, "threads": args.threads, "clock": args.clock, "prime": not args.cold_rss}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(case)],
                           capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -137,7 +187,7 @@ def run_case(key: str, version: str, batch: int, c: int, h: int, w: int, args: a
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{key} {version} failed: {tail}")
     result = json.loads(lines[-1])
-    return Measurement(result["ms"], result["runs"], result["peak_mb"])
+    return Measurement(result["ms"], result["runs"], result["peak_mb"], result["rss_mb"])
 
 
 def missing_reason(key: str) -> Optional[str]:
@@ -166,11 +216,13 @@ def ratio(numerator: float, denominator: float) -> str:
 
 def table(rows: Sequence[Tuple[str, str, Dict[str, Measurement]]]) -> List[str]:
     lines = ["| module | shape | yolopatch ms | baseline ms | speed-up | yolopatch MB | baseline MB "
-             "| memory ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| memory ratio | yolopatch RSS MB | baseline RSS MB | RSS ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, shape, result in rows:
         ours, base = result["yolopatch"], result["baseline"]
         lines.append(f"| {key} | {shape} | {ours.ms:.1f} | {base.ms:.1f} | {ratio(base.ms, ours.ms)} "
-                     f"| {ours.peak_mb:.1f} | {base.peak_mb:.1f} | {ratio(base.peak_mb, ours.peak_mb)} |")
+                     f"| {ours.peak_mb:.1f} | {base.peak_mb:.1f} | {ratio(base.peak_mb, ours.peak_mb)} "
+                     f"| {ours.rss_mb:.1f} | {base.rss_mb:.1f} | {ratio(base.rss_mb, ours.rss_mb)} |")
     return lines
 
 
@@ -189,6 +241,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "disturbs less (use it with --threads 1 on a busy machine)")
     parser.add_argument("--shapes", nargs="+", default=[name for name, *_ in SHAPES],
                         choices=[name for name, *_ in SHAPES], help="levels to run")
+    parser.add_argument("--cold-rss", action="store_true",
+                        help="measure RSS on the process's very first step (library first-use costs included)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -198,7 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.worker:
         case = json.loads(args.worker)
         result = measure(case["key"], case["version"], case["batch"], case["c"], case["h"], case["w"],
-                         case["repeats"], case["budget_s"], case["threads"], case["clock"])
+                         case["repeats"], case["budget_s"], case["threads"], case["clock"],
+                         case.get("prime", True))
         print(json.dumps(result.__dict__))
         return 0
     import torch
@@ -236,7 +291,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.2f} before and "
           f"{os.getloadavg()[0]:.2f} after (other processes' load slows both columns unevenly).")
     print("Memory: peak live tensor memory (MB) during one step, from torch.profiler CPU allocator "
-          "events; input and upstream gradient excluded. Speed-up and memory ratio = baseline / yolopatch.")
+          "events; input and upstream gradient excluded. RSS: growth of the process's resident memory "
+          f"(high-water mark) over the first full-size step, in a fresh process"
+          f"{' (cold: nothing ran before it)' if args.cold_rss else ' after one small priming step'}. "
+          "Speed-up and ratios = baseline / yolopatch.")
     print()
     print("\n".join(table(rows)))
     if notes:

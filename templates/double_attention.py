@@ -18,6 +18,10 @@ YOLOPATCH = {
     "authors": "Chen et al.",
     "venue": "NeurIPS",
     "year": 2018,
+    "registration": "width",
+    "kind": "self-attention",
+    "official_code": "",
+    "guarantees": {"dynamic_onnx": True, "deterministic_backward": True, "amp_safe": True, "onnx_opset": 17},
     "summary": "Gather global descriptors by attention pooling over positions, then distribute them to each "
     "position by a per-position attention over the descriptors.",
     "hyperparameters": {"reduction_m": 4, "reduction_n": 4},
@@ -79,6 +83,8 @@ class DoubleAttention(nn.Module):
         a, bm, v = self.proj(x).flatten(2).to(dtype).split([self.c_m, self.c_n, self.c_n], dim=1)
         gather = F.softmax(bm, dim=2)  # (b, c_n, N): over positions
         distribute = F.softmax(v, dim=1)  # (b, c_n, N): over the c_n descriptors
-        descriptors = torch.matmul(a, gather.transpose(1, 2))  # (b, c_m, c_n): G = A Bb^T
-        z = torch.matmul(descriptors, distribute)  # (b, c_m, N): Z = G Vb
+        # bmm, not matmul: matmul's broadcasting rules make torch.export (the default ONNX exporter)
+        # specialise the batch to the example's 1, and a --dynamic export then fails at batch 2
+        descriptors = torch.bmm(a, gather.transpose(1, 2))  # (b, c_m, c_n): G = A Bb^T
+        z = torch.bmm(descriptors, distribute)  # (b, c_m, N): Z = G Vb
         return self.out(z.to(x.dtype).unflatten(2, (h, w)))

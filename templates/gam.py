@@ -16,6 +16,10 @@ YOLOPATCH = {
     "authors": "Liu et al.",
     "venue": "arXiv",
     "year": 2021,
+    "registration": "width",
+    "kind": "channel+spatial",
+    "official_code": "",
+    "guarantees": {"dynamic_onnx": True, "deterministic_backward": True, "amp_safe": True, "onnx_opset": 17},
     "summary": "Sigmoid channel gate from a per-pixel channel MLP, then a sigmoid spatial gate from two 7x7 "
     "conv+BN layers with a C/r bottleneck.",
     "hyperparameters": {"rate": 4, "groups": 1},

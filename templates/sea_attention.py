@@ -20,6 +20,10 @@ YOLOPATCH = {
     "authors": "Wan et al.",
     "venue": "ICLR",
     "year": 2023,
+    "registration": "width",
+    "kind": "self-attention",
+    "official_code": "fudan-zvg/SeaFormer",
+    "guarantees": {"dynamic_onnx": True, "deterministic_backward": True, "amp_safe": True, "onnx_opset": 17},
     "summary": (
         "Axial attention over row- and column-pooled q, k, v with learned positional embeddings, "
         "gating a depthwise-conv detail branch: h_sigmoid(proj(v + row + column)) * detail."
@@ -92,10 +96,12 @@ class SeaAttention(nn.Module):
     float32 at least (half, bfloat16 and autocast cannot overflow the sums or the softmax); the
     result goes back to the module's dtype before the 1x1 encoders.
 
-    Widths: defaults are the official SeaFormer-Small settings (key_dim=16, num_heads=4,
-    attn_ratio=2). As in the official code the inner widths do not depend on ``c1``, so every
-    ``c1 >= 1`` is valid: at all YOLO widths (16 to 1280) the attention works in 64 (q, k) and 128
-    (v) channels and the detail branch's depthwise conv in 256; its 1x1 conv maps 256 -> c1.
+    Widths: defaults are the official SeaFormer-T (Tiny) settings of its first attention stage
+    (key_dim=16, num_heads=4, attn_ratio=2); SeaFormer-S uses num_heads=6 and SeaFormer-B 8, and
+    every variant's second stage key_dim=24. As in the official code the inner widths do not depend
+    on ``c1``, so every ``c1 >= 1`` is valid: at all YOLO widths (16 to 1280) the attention works in
+    64 (q, k) and 128 (v) channels and the detail branch's depthwise conv in 256; its 1x1 conv maps
+    256 -> c1.
     Pass ``num_heads`` (YAML ``[c, 16, 8]``) for wider q/k/v at large ``c1``.
 
     Activations are ``nn.ReLU6`` modules (not in place, as officially) applied only to freshly
@@ -128,14 +134,14 @@ class SeaAttention(nn.Module):
         self.proj = nn.Sequential(nn.ReLU6(), SeaAttentionConvBN(self.dh, c1, bn_weight_init=0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         qkv = self.qkv(x)
         detail = self.detail(qkv)
         # Squeeze = sum then divide: the backward of sum is a broadcast view where mean's backward
         # materialises a full-size tensor. Summed in float32 at least.
         work = torch.promote_types(qkv.dtype, torch.float32)
-        row = self._squeeze_attention(qkv.sum(-1, dtype=work) / w, self.pos_row).reshape(b, self.dh, h, 1)
-        col = self._squeeze_attention(qkv.sum(-2, dtype=work) / h, self.pos_col).reshape(b, self.dh, 1, w)
+        row = self._squeeze_attention(qkv.sum(-1, dtype=work) / w, self.pos_row).unsqueeze(3)  # (b, dh, h, 1)
+        col = self._squeeze_attention(qkv.sum(-2, dtype=work) / h, self.pos_col).unsqueeze(2)  # (b, dh, 1, w)
         row = self.encode_row(row.to(qkv.dtype))
         col = self.encode_col(col.to(qkv.dtype))
         mix = (row + col).add_(qkv[:, 2 * self.nk:])  # the official v + (row + col), one full-size buffer
@@ -145,20 +151,27 @@ class SeaAttention(nn.Module):
     def _squeeze_attention(self, pooled: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Multi-head attention along one squeezed axis: (B, 2nk + dh, N) -> (B, dh, N), in pooled's dtype.
 
-        ``attn[i, j] = softmax_j(q_i . k_j * scale)`` and ``out = v attn^T``, the official
+        Per head, ``attn[i, j] = softmax_j(q_i . k_j * scale)`` and ``out = v attn^T``, the official
         ``attn @ v`` transposed, so that no permute is needed on either side.
+
+        Batch-agnostic shapes only: one bmm per head on channel slices (no reshape(b, ...), no
+        broadcasting matmul, no batch broadcast of the embeddings). Each of those lets torch.export,
+        the default ONNX exporter, specialise the batch to the example's 1, and YOLOv5's
+        ``export.py --dynamic`` then gives a model that fails at batch 2.
         """
-        b, _, n = pooled.shape
+        n = pooled.shape[2]
         work = pooled.dtype
         pos = F.interpolate(pos.to(work), size=n, mode="linear", align_corners=False)
-        qk = pooled[:, : 2 * self.nk] + pos
-        q = qk[:, : self.nk].reshape(b, self.num_heads, self.key_dim, n)
-        k = qk[:, self.nk:].reshape(b, self.num_heads, self.key_dim, n)
-        v = pooled[:, 2 * self.nk:].reshape(b, self.num_heads, self.d, n)
-        # .to(work): under autocast the matmul returns bf16/half; the softmax still runs in `work`
-        logits = torch.matmul(q.transpose(-2, -1), k).to(work) * self.scale  # (B, heads, N_query, N_key)
-        attn = logits.softmax(dim=-1)
-        return torch.matmul(v, attn.transpose(-2, -1)).reshape(b, self.dh, n)
+        qk = pooled[:, : 2 * self.nk] + pos.expand(pooled.shape[0], -1, -1)
+        heads = []
+        for head in range(self.num_heads):
+            q = qk[:, head * self.key_dim:(head + 1) * self.key_dim]  # (B, key_dim, N)
+            k = qk[:, self.nk + head * self.key_dim:self.nk + (head + 1) * self.key_dim]
+            v = pooled[:, 2 * self.nk + head * self.d:2 * self.nk + (head + 1) * self.d]  # (B, d, N)
+            # .to(work): under autocast bmm returns bf16/half; the softmax still runs in `work`
+            logits = torch.bmm(q.transpose(1, 2), k).to(work) * self.scale  # (B, N_query, N_key)
+            heads.append(torch.bmm(v, logits.softmax(dim=-1).transpose(1, 2)))
+        return torch.cat(heads, dim=1)
 
 
 def _SeaAttention_check(c1: int, c2: "int | None", key_dim: int, num_heads: int,

@@ -19,6 +19,10 @@ YOLOPATCH = {
     "authors": "Li et al.",
     "venue": "arXiv",
     "year": 2019,
+    "registration": "width",
+    "kind": "spatial",
+    "official_code": "implus/PytorchInsight",
+    "guarantees": {"dynamic_onnx": True, "deterministic_backward": True, "amp_safe": True, "onnx_opset": 17},
     "summary": "Per channel group, a sigmoid spatial gate from the normalised similarity of each position's "
     "feature to the group's mean feature.",
     "hyperparameters": {"groups": 64},
@@ -48,11 +52,20 @@ class SpatialGroupEnhance(nn.Module):
     GroupNorm over the (batch, G, H, W) similarity map with (gamma, beta) as its affine parameters
     (written out because F.group_norm refuses a single value per group, i.e. batch 1 at H*W = 1).
 
+    Deviation from the official code (implus/PytorchInsight, ``sge_resnet.py``), which divides by the
+    unbiased standard deviation plus 1e-5, ``(c_i - mean) / (std_unbiased + 1e-5)``: here the population
+    variance is used with the epsilon inside the square root, as GroupNorm does. For N = H*W positions
+    the two differ by the factor sqrt((N - 1) / N) on c^ when the variance is well above 1e-5 (0.13% on
+    a 20x20 map, 0.6% on 9x9), so weights trained with one move gamma * c^ by that fraction in the
+    other; at N = 1 the official form is NaN (the unbiased std of one value), this one gives c^ = 0.
+
     Groups rule: G = gcd(c1, groups), the largest number dividing both (groups=64: 64 groups for the
     multiples of 64, 16 at c1 = 48 or 80, one channel per group at c1 = 16 or 32). YOLOv5 does not scale
     YAML arguments by width_multiple, so `[1024, 64]` meets c1 = 256 on yolov5n; gcd keeps every width
-    valid instead of raising. Statistics are taken in float32 for half/bfloat16 inputs; the result
-    has the input's dtype. Any memory format works (no view across batch and channels).
+    valid instead of raising. The similarity product and the statistics are computed in float32 (float64
+    for float64 input) with autocast off, so half/bfloat16 inputs cost one float32 copy of the input
+    (kept for the backward); the result has the input's dtype. Any memory format works (no view across
+    batch and channels).
     """
 
     def __init__(self, c1: int, c2: "int | None" = None, groups: int = 64) -> None:
@@ -79,9 +92,13 @@ class SpatialGroupEnhance(nn.Module):
         b, _, h, w = x.shape
         # (b*G, C/G, H*W): a view for contiguous input, one copy for channels_last
         xg = x.reshape(b * self.groups, self.c1 // self.groups, h * w)
-        # c_i = g . x_i as one batched matrix product: no input-sized product tensor, forward or backward
-        sim = torch.bmm(xg.mean(2, keepdim=True).transpose(1, 2), xg).view(b, self.groups, h, w)
-        sim = sim.to(torch.promote_types(x.dtype, torch.float32))  # float32 statistics for half/bfloat16
+        work = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # c_i = g . x_i as one batched matrix product (no input-sized product tensor, forward or
+            # backward), in float32 for half/bfloat16 input and under autocast: |x| of a few hundred,
+            # common in YOLO feature maps, overflows a float16 product (65504) to inf, then NaN
+            xw = xg.to(work)
+            sim = torch.bmm(xw.mean(2, keepdim=True).transpose(1, 2), xw).view(b, self.groups, h, w)
         centred = sim - sim.mean((2, 3), keepdim=True)
         normed = centred * torch.rsqrt(centred.square().mean((2, 3), keepdim=True) + self.eps)
         gamma = self.weight.to(sim.dtype)[:, None, None]

@@ -164,9 +164,30 @@ def test_images_of_a_batch_are_independent() -> None:
     torch.testing.assert_close(module(changed)[0], module(x)[0], rtol=0, atol=0)
 
 
-def test_half_input_keeps_dtype_and_follows_float32() -> None:
-    module = _randomise(_sge(32, None, 8), seed=7)
-    x = torch.randn(2, 32, 6, 6) * 4
+def _feature_map(shape: "tuple[int, ...]", peak: float = 300.0, seed: int = 8) -> torch.Tensor:
+    """YOLO-like activations: N(0, 1) plus a positive per-channel offset, scaled so that max |x| = peak."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator) + 2 * torch.rand(1, shape[1], 1, 1, generator=generator)
+    return x * (peak / x.abs().max())
+
+
+@pytest.mark.parametrize("peak", [150.0, 300.0])
+def test_half_input_at_yolo_magnitudes_is_finite_and_follows_float32(peak: float) -> None:
+    # g . x_i over 8 channels of a few hundred is ~1e5: past float16's 65504 unless taken in float32
+    module = _randomise(_sge(64, None, 8), seed=7)
+    x = _feature_map((2, 64, 6, 6), peak)
     out = module.half()(x.half())
     assert out.dtype == torch.float16
-    torch.testing.assert_close(out.float(), module.float()(x), rtol=1e-2, atol=1e-2)
+    assert torch.isfinite(out).all()
+    expected = module.float()(x)
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+
+
+def test_similarity_runs_in_float32_under_bfloat16_autocast() -> None:
+    module = _randomise(_sge(64, None, 8), seed=9)
+    x = _feature_map((2, 64, 6, 6))
+    expected = module(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())

@@ -355,3 +355,61 @@ def test_inplace_activation_after_construction_changes_nothing():
 def test_state_dict_keys_follow_san():
     assert set(_soca(16).state_dict()) == {"conv_du.0.weight", "conv_du.0.bias", "conv_du.2.weight",
                                            "conv_du.2.bias"}
+
+
+def _gated_inputs(c: int = 6, hidden: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=dtype).requires_grad_()
+    return (draw(3, c, 4, 5), draw(hidden, c, 1, 1), draw(hidden), draw(c, hidden, 1, 1), draw(c))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_fused_gate_function_gradcheck_for_input_and_weights(chunk, one_thread):
+    module = _module()
+    coefficients = torch.tensor(module.SOCA.newton_schulz_chebyshev(5), dtype=torch.float64)
+    fused = module._SOCAGatedPool
+    inputs = _gated_inputs()
+    assert torch.autograd.gradcheck(lambda *t: fused.apply(*t, coefficients, 1e-12, chunk), inputs,
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_gate_matches_autograd_composition(channels_last):
+    soca = _module().SOCA(16, None, 4)
+    with torch.no_grad():
+        for parameter in soca.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5)
+    x = torch.randn(3, 16, 7, 6) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(3, 16, 7, 6)
+    x_fused = x.clone().requires_grad_()
+    soca(x_fused).backward(upstream)
+    fused_grads = [x_fused.grad] + [p.grad.clone() for p in soca.parameters()]
+    soca.zero_grad()
+    # the same function through the pool Function and autograd's own linear, ReLU, sigmoid and multiply
+    pool = _module()._SOCASecondOrderPool
+    coefficients = torch.tensor(soca.newton_schulz_chebyshev(5))
+    x_plain = x.clone().requires_grad_()
+    z = pool.apply(x_plain, coefficients, 1e-12, 1)
+    down, _, up, _ = soca.conv_du
+    hidden = torch.relu(torch.nn.functional.linear(z, down.weight.flatten(1), down.bias))
+    gate = torch.sigmoid(torch.nn.functional.linear(hidden, up.weight.flatten(1), up.bias))
+    out = x_plain * gate[:, :, None, None]
+    out.backward(upstream)
+    torch.testing.assert_close(soca(x), out.detach())
+    plain_grads = [x_plain.grad] + [p.grad for p in soca.parameters()]
+    for fused_grad, plain_grad in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_weights_and_input_without_grad():
+    soca = _module().SOCA(8, None, 2)
+    soca.conv_du.requires_grad_(False)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    soca(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and soca.conv_du[0].weight.grad is None
+    soca.conv_du.requires_grad_(True)
+    soca(torch.randn(2, 8, 5, 5)).sum().backward()  # x needs no gradient: only the weights get one
+    assert all(torch.isfinite(p.grad).all() for p in soca.parameters())
