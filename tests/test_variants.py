@@ -527,3 +527,23 @@ def test_every_module_on_every_base(key: str, version: str, relative: str) -> No
     assert not variants.is_edited(out)
     ours = f"[-1, 1, {CLASSES[key]}, ["
     assert variants.is_edited(out.replace(ours, f"[-1, 2, {CLASSES[key]}, [", 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Dialects: YOLOv5 files stay in the YOLOv5 dialect (Ultralytics files: tests/targets/test_ultralytics_variants.py)
+
+
+@pytest.mark.parametrize("version, relative", [
+    ("5.0", "models/yolov5s.yaml"), ("7.0", "models/yolov5s.yaml"), ("7.0", "models/hub/yolov5s6.yaml"),
+    ("7.0", "models/segment/yolov5s-seg.yaml"), ("7.0", "models/hub/yolov3-tiny.yaml"),
+])
+def test_yolov5_bases_are_detected_as_yolov5(version: str, relative: str) -> None:
+    text = base_text(version, relative)
+    name = relative.rsplit("/", 1)[1]
+    base = variants.parse_base(text, name)
+    assert base.dialect == "yolov5" and variants.detect_dialect(yaml.safe_load(text)) == "yolov5"
+    # YOLOv5's modules mean the same to Ultralytics' parse_model: forcing that dialect changes nothing here
+    forced = variants.parse_base(text, name, dialect="ultralytics")
+    assert (forced.p_levels, forced.sppf_index, forced.widths) == (base.p_levels, base.sppf_index, base.widths)
+    assert render(text, name, ("sge", ["p4"])) == variants.render_variant(
+        text, name, [("SpatialGroupEnhance", "sge", ["p4"], [])], dialect="yolov5")

@@ -30,5 +30,9 @@ def locked(tree: Tree) -> Iterator[None]:
 
 def writable_folders(tree: Tree) -> List:
     """The folders yolopatch writes files into (where its temporary and backup files may be left)."""
+    if getattr(tree, "codebase", "yolov5") == "ultralytics":
+        package = tree.package_dir  # type: ignore[attr-defined]
+        configs = sorted(path for path in tree.models_dir.glob("*") if path.is_dir())
+        return sorted({package / "nn", package / "nn" / "modules", *configs})
     folders = {tree.models_dir, tree.common_py.parent, tree.yolo_py.parent, tree.models_dir / "hub"}
     return sorted(folders)

@@ -74,23 +74,46 @@ def _candidates(start: Path) -> Iterator[Path]:
     yield from current.parents
 
 
-def locate(start: Path) -> Tree:
-    """The YOLOv5 tree at ``start`` or in one of its parents (like git finds its repository)."""
+def yolov5_tree_at(folder: Path) -> Optional[Tree]:
+    """The YOLOv5 tree rooted at ``folder`` (checkout or package layout), or None."""
+    nested = folder / "yolov5"
+    if _is_models_dir(nested) and (nested / "__init__.py").is_file() and _imports_package(nested):
+        return Tree(folder, PACKAGE)
+    if _is_models_dir(folder):
+        # Inside a package layout, <root>/yolov5 itself also looks like a checkout: prefer the package.
+        if folder.name == "yolov5" and (folder / "__init__.py").is_file() and _imports_package(folder):
+            return Tree(folder.parent, PACKAGE)
+        return Tree(folder, CHECKOUT)
+    return None
+
+
+def start_folders(start: Path) -> Iterator[Path]:
+    """``start`` (or its folder) and every folder above it; refuses a path that does not exist."""
     if not start.exists():
-        raise YolopatchError("no such directory", path=start, hint="pass --repo PATH to a YOLOv5 checkout")
-    for folder in _candidates(start if start.is_dir() else start.parent):
-        nested = folder / "yolov5"
-        if _is_models_dir(nested) and (nested / "__init__.py").is_file() and _imports_package(nested):
-            return Tree(folder, PACKAGE)
-        if _is_models_dir(folder):
-            # Inside a package layout, <root>/yolov5 itself also looks like a checkout: prefer the package.
-            if folder.name == "yolov5" and (folder / "__init__.py").is_file() and _imports_package(folder):
-                return Tree(folder.parent, PACKAGE)
-            return Tree(folder, CHECKOUT)
+        raise YolopatchError("no such directory", path=start, hint="pass --repo PATH to a YOLO checkout")
+    yield from _candidates(start if start.is_dir() else start.parent)
+
+
+def not_a_tree(start: Path, codebases: str = "YOLOv5") -> YolopatchError:
     folder = start.resolve() if start.is_dir() else start.resolve().parent
-    raise YolopatchError(f"not inside a YOLOv5 tree: neither {folder} nor a folder above it has models/yolo.py "
-                         "and models/common.py",
-                         hint="pass --repo PATH to a YOLOv5 checkout, or run `yolopatch clone`")
+    return YolopatchError(f"not inside a {codebases} tree: neither {folder} nor a folder above it holds one",
+                          hint="pass --repo PATH to a checkout, or run `yolopatch clone`")
+
+
+def locate(start: Path) -> Tree:
+    """The YOLOv5 tree at ``start`` or in one of its parents (like git finds its repository). A YOLOv7 or
+    YOLOv9 tree is refused; an Ultralytics tree too, for the commands that support only YOLOv5 so far."""
+    from yolopatch.targets.detect import refuse_unsupported, ultralytics_package
+
+    for folder in start_folders(start):
+        if ultralytics_package(folder) is not None:
+            raise YolopatchError("this is an Ultralytics tree; this command supports YOLOv5 trees only so far",
+                                 path=folder, hint="apply, revert, status and list support Ultralytics trees")
+        refuse_unsupported(folder)
+        tree = yolov5_tree_at(folder)
+        if tree is not None:
+            return tree
+    raise not_a_tree(start)
 
 
 def _imports_package(folder: Path) -> bool:

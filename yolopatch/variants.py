@@ -2,7 +2,22 @@
 
 Everything here is pure (text in, text out; the only file read is a shipped spec in ``load_spec``).
 
-A YOLOv5 model YAML lists layers ``[from, number, module, args]`` in ``backbone`` then ``head``; the
+Two YAML dialects (``DIALECTS``), told apart by ``detect_dialect`` or named by the caller
+(``parse_base(..., dialect=...)``, ``render_variant(..., dialect=...)``):
+
+- ``"yolov5"``: YOLOv5's ``models/*.yaml`` (``depth_multiple``/``width_multiple``);
+- ``"ultralytics"``: the ``ultralytics`` package's ``cfg/models/**.yaml`` (YOLOv3/5/6/8/9/10, YOLO11,
+  YOLO12, YOLO26, YOLOE, YOLO-World, RT-DETR; 8.0 to 8.4). Detected by a ``scales:`` key or by a
+  module only Ultralytics' parse_model knows (v3/v9 files there have no ``scales:``). The dialect
+  sets which modules write their width in ``args[0]``, which are heads, and the stride rules.
+  A variant is written beside its base as ``<stem>-<key>.yaml`` (``yolov8-sge.yaml``), which
+  Ultralytics loads at a scale as ``yolov8n-sge.yaml``: its ``yaml_model_load`` drops the scale
+  letter after the first digits (``(\\d+)([nslmx])(.+)?$``) to find the file, and
+  ``guess_model_scale`` reads it from the stem (``yolov\\d+([nslmx])`` in 8.0 to 8.2,
+  ``yolo[v]?\\d+([nslmx])`` from 8.3.0, ``yolo(e-)?[v]?\\d+([nslmx])`` later): the ``-`` yolopatch puts before the key
+  keeps both from reading a scale out of the key or the positions.
+
+A model YAML lists layers ``[from, number, module, args]`` in ``backbone`` then ``head``; the
 layer index is the position in ``backbone + head``. ``from`` is an int or a list of ints: ``f >= 0``
 names layer ``f``, ``f < 0`` names layer ``i + f`` (``-1``: the previous layer; on layer 0 the image).
 
@@ -18,10 +33,12 @@ Inserting module ``M`` on the output of layer ``k`` (the remap rules, see ``inse
 - all insertions are applied in one pass over the base list, so they compose.
 
 Positions (``resolve_position``), all meaning "insert after this layer":
-``p3``/``p4``/``p5``/``p6``/... the layers feeding Detect/Segment, named by their stride
-(``p{log2 stride}``, found by following strides along the graph; by position ``p3, p4, ...`` in
-Detect's from-order when strides cannot be worked out), ``sppf`` the SPP/SPPF layer,
-``backbone:K`` backbone row K, ``layer:I`` absolute layer I.
+``p3``/``p4``/``p5``/``p6``/... the layers feeding the last multi-scale head (Detect, Segment,
+Pose, OBB, RTDETRDecoder, ...: ``is_head``), named by their stride (``p{log2 stride}``, found by
+following strides along the graph; by position ``p3, p4, ...`` in the head's from-order when
+strides cannot be worked out); a classification model (Classify head) has none. ``sppf`` the
+SPP/SPPF layer (SPPELAN in Ultralytics' YOLOv9), ``backbone:K`` backbone row K, ``layer:I``
+absolute layer I.
 
 Rendering keeps the base text (header comments, parameters, blank lines, each row's text) and
 edits only what changes: ``from`` fields, leading layer numbers in row comments, new rows. The
@@ -36,7 +53,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -50,17 +67,42 @@ Row = List[Any]  # [from, number, module, args], as yaml.safe_load returns it
 HEADER_PREFIX = "# yolopatch: generated from "
 HASH_LENGTH = 12
 
+YOLOV5 = "yolov5"
+ULTRALYTICS = "ultralytics"
+DIALECTS = (YOLOV5, ULTRALYTICS)
+
 # Modules whose args[0] is their (unscaled) output width, as in YOLOv5 parse_model (v5.0 to master).
 _WIDTH_FROM_ARGS = frozenset({
     "Conv", "GhostConv", "Bottleneck", "GhostBottleneck", "SPP", "SPPF", "DWConv", "MixConv2d", "Focus",
     "CrossConv", "BottleneckCSP", "C3", "C3TR", "C3SPP", "C3Ghost", "C3x", "nn.ConvTranspose2d",
     "DWConvTranspose2d",
 })
+# Ultralytics parse_model's channel set (the tuple of 8.0, the sets of 8.1 to 8.3.0, ``base_modules`` of
+# late 8.3 and 8.4; the union over 8.0.239 to 8.4.190), less Classify (a head: its args[0] is nc).
+_ULTRALYTICS_WIDTH_FROM_ARGS = frozenset({
+    "Conv", "ConvTranspose", "GhostConv", "Bottleneck", "GhostBottleneck", "SPP", "SPPF", "C2fPSA", "C2PSA",
+    "DWConv", "Focus", "BottleneckCSP", "C1", "C2", "C2f", "C3k2", "RepNCSPELAN4", "ELAN1", "ADown", "AConv",
+    "SPPELAN", "C2fAttn", "C3", "C3TR", "C3Ghost", "nn.ConvTranspose2d", "torch.nn.ConvTranspose2d",
+    "DWConvTranspose2d", "C3x", "RepC3", "PSA", "SCDown", "C2fCIB", "A2C2f",
+    "CBLinear", "TorchVision", "Index",  # their own branches, also c2 = args[0] (CBLinear's is a list)
+})
+# Ultralytics heads (parse_model's head branches, 8.0 to 8.4; names ending in Detect are heads too).
+_ULTRALYTICS_HEADS = frozenset({
+    "Detect", "Segment", "Pose", "OBB", "WorldDetect", "v10Detect", "YOLOEDetect", "YOLOESegment",
+    "Segment26", "Pose26", "OBB26", "YOLOESegment26", "RTDETRDecoder", "SemanticSegment", "Depth", "Classify",
+})
+_CLASSIFY = "Classify"  # a head without p-levels: one input, pooled
+# Ultralytics modules whose output is no feature map to put a module on: YOLO-World's text embeddings.
+_ULTRALYTICS_NO_FEATURES = frozenset({"ImagePoolingAttn"})
 # Modules with a stride argument at args[2]: Conv(c2, k, s, ...), DWConv, GhostConv, MixConv2d, ...
-_STRIDE_AT_ARG2 = frozenset({"Conv", "GhostConv", "DWConv", "MixConv2d", "CrossConv", "GhostBottleneck"})
-_TRANSPOSED = frozenset({"nn.ConvTranspose2d", "DWConvTranspose2d"})
+_STRIDE_AT_ARG2 = frozenset({"Conv", "GhostConv", "DWConv", "MixConv2d", "CrossConv", "GhostBottleneck",
+                             "SCDown"})
+_TRANSPOSED = frozenset({"nn.ConvTranspose2d", "torch.nn.ConvTranspose2d", "DWConvTranspose2d"})
 _POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})
+# Fixed strides of Ultralytics blocks: ADown/AConv (YOLOv9) halve, HGStem (RT-DETR) quarters.
+_FIXED_STRIDES = {"ADown": Fraction(2), "AConv": Fraction(2), "HGStem": Fraction(4)}
 _SPP = frozenset({"SPP", "SPPF"})
+_ULTRALYTICS_SPP = frozenset({"SPP", "SPPF", "SPPELAN"})
 # libyaml's loader when PyYAML has it: 10x faster, same nodes; its marks count bytes, which are
 # characters here because parse_base hands it ASCII text only.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -69,6 +111,33 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def is_detect_like(module: str) -> bool:
     """Output heads: ``Detect``, ``Segment`` and variants named ``...Detect`` (IDetect, ...)."""
     return module == "Segment" or module.endswith("Detect")
+
+
+def is_head(module: str, dialect: str = YOLOV5) -> bool:
+    """An output head of ``dialect``: YOLOv5's ``is_detect_like``; in Ultralytics also Pose, OBB,
+    YOLOE/YOLO26 segment heads, RTDETRDecoder, SemanticSegment, Depth and Classify."""
+    return is_detect_like(module) or (dialect == ULTRALYTICS and module in _ULTRALYTICS_HEADS)
+
+
+def detect_dialect(data: Any) -> str:
+    """``"ultralytics"`` for a loaded model YAML with a ``scales:`` key or a module only Ultralytics'
+    parse_model knows (its v3/v9 files have no ``scales:``), else ``"yolov5"``."""
+    if not isinstance(data, dict):
+        return YOLOV5
+    if "scales" in data:
+        return ULTRALYTICS
+    rows = [row for key in ("backbone", "head") if isinstance(data.get(key), list) for row in data[key]]
+    modules = {row[2] for row in rows if isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)}
+    ultralytics_only = (_ULTRALYTICS_WIDTH_FROM_ARGS | _ULTRALYTICS_HEADS | _ULTRALYTICS_NO_FEATURES
+                        | _ULTRALYTICS_SPP | set(_FIXED_STRIDES) | {"HGBlock", "ResNetLayer", "AIFI", "CBFuse"}
+                        ) - _WIDTH_FROM_ARGS - {"Detect", "Segment"}
+    return ULTRALYTICS if modules & ultralytics_only else YOLOV5
+
+
+def _check_dialect(dialect: str) -> str:
+    if dialect not in DIALECTS:
+        raise UsageError(f"unknown model YAML dialect {dialect!r}", hint=f"dialects: {', '.join(DIALECTS)}")
+    return dialect
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,17 +251,20 @@ class BaseModel:
     data: Dict[str, Any]
     layers: Tuple[Row, ...]  # backbone + head
     backbone_length: int
-    detect_index: Optional[int]
+    detect_index: Optional[int]  # the last head with p-levels (not Classify)
     p_levels: Dict[str, int]  # "p3" -> index of the layer feeding Detect at stride 8
     sppf_index: Optional[int]
     widths: Tuple[Optional[int], ...]  # nominal (unscaled) output width of every layer
     sections: Tuple[_Section, _Section]
+    dialect: str = YOLOV5  # "yolov5" or "ultralytics"
+    head_module: Optional[str] = None  # the last head's module name (Detect, Classify, RTDETRDecoder, ...)
 
 
-def parse_base(text: str, name: str) -> BaseModel:
+def parse_base(text: str, name: str, dialect: Optional[str] = None) -> BaseModel:
     """Parse base YAML ``text`` (file name ``name``, for messages) and locate its layers.
 
-    Refuses text that is not a YOLOv5 model YAML, has out-of-range ``from`` references, or is
+    ``dialect`` is ``"yolov5"`` or ``"ultralytics"``; None detects it from the YAML (``detect_dialect``).
+    Refuses text that is not a YOLO model YAML, has out-of-range ``from`` references, or is
     itself a yolopatch-generated variant (generate from its base instead).
     """
     text = to_ascii(text)
@@ -204,21 +276,26 @@ def parse_base(text: str, name: str) -> BaseModel:
     _refuse_anchors(text, path)
     root, data = _compose_and_load(text, path)
     if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in ("backbone", "head")):
-        raise YolopatchError("not a YOLOv5 model YAML: it needs 'backbone' and 'head' layer lists", path=path)
+        raise YolopatchError("not a YOLOv5 model YAML (nor an Ultralytics one): it needs 'backbone' and 'head' "
+                             "layer lists", path=path)
     backbone = _section(text, root, "backbone", 0, path)
     head = _section(text, root, "head", len(backbone.rows), path)
     layers = tuple(data["backbone"]) + tuple(data["head"])
     for index, row in enumerate(layers):
         _check_row(row, index, path, _line_of(text, _row_start(index, backbone, head)))
-    detect = [index for index, row in enumerate(layers) if is_detect_like(row[2])]
+    dialect = detect_dialect(data) if dialect is None else _check_dialect(dialect)
+    heads = [index for index, row in enumerate(layers) if is_head(row[2], dialect)]
+    detect = [index for index in heads if layers[index][2] != _CLASSIFY]
     detect_index = detect[-1] if detect else None
     return BaseModel(
         name=name, text=text, data=data, layers=layers, backbone_length=len(data["backbone"]),
         detect_index=detect_index,
-        p_levels=_p_levels(layers, detect_index),
-        sppf_index=_sppf_index(layers),
-        widths=tuple(nominal_widths(layers)),
+        p_levels=_p_levels(layers, detect_index, dialect),
+        sppf_index=_sppf_index(layers, dialect),
+        widths=tuple(nominal_widths(layers, dialect=dialect)),
         sections=(backbone, head),
+        dialect=dialect,
+        head_module=layers[heads[-1]][2] if heads else None,
     )
 
 
@@ -303,26 +380,39 @@ def resolve_from(from_: Any, index: int) -> List[int]:
 # Widths and strides
 
 
-def nominal_widths(layers: Sequence[Row], channels: int = 3) -> List[Optional[int]]:
-    """Unscaled output width of each layer, the number YOLOv5 YAMLs write before width_multiple.
+def nominal_widths(layers: Sequence[Row], channels: int = 3, dialect: str = YOLOV5) -> List[Optional[int]]:
+    """Unscaled output width of each layer, the number the YAML writes before width scaling.
 
-    Channel-changing modules: args[0]; Concat: the sum of its inputs; Contract/Expand: input times
-    or divided by gain**2; Detect-like: None; anything else keeps its (first) input's width.
+    Channel-changing modules of ``dialect`` (its parse_model's channel set): args[0]; Concat: the
+    sum of its inputs; Contract/Expand: input times or divided by gain**2; heads: None. Ultralytics
+    also: HGStem/HGBlock args[1], ResNetLayer args[1] (times 4 unless it is the stem), CBFuse its
+    last input's, ImagePoolingAttn None (text embeddings). Anything else keeps its (first) input's.
     """
     widths: List[Optional[int]] = []
     for index, (from_, _, module, args) in enumerate(layers):
         inputs = [channels if source < 0 else widths[source] for source in resolve_from(from_, index)]
-        widths.append(_width(module, args, inputs))
+        widths.append(_width(module, args, inputs, dialect))
     return widths
 
 
-def _width(module: str, args: Any, inputs: List[Optional[int]]) -> Optional[int]:
+def _int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _width(module: str, args: Any, inputs: List[Optional[int]], dialect: str = YOLOV5) -> Optional[int]:
     args = args if isinstance(args, list) else []
-    if is_detect_like(module):
+    ultralytics = dialect == ULTRALYTICS
+    if is_head(module, dialect) or (ultralytics and module in _ULTRALYTICS_NO_FEATURES):
         return None
-    if module in _WIDTH_FROM_ARGS:
-        first = args[0] if args else None
-        return first if isinstance(first, int) and not isinstance(first, bool) else None
+    if module in (_ULTRALYTICS_WIDTH_FROM_ARGS if ultralytics else _WIDTH_FROM_ARGS):
+        return _int(args[0] if args else None)
+    if ultralytics and module in ("HGStem", "HGBlock"):
+        return _int(_arg(args, 1, None))
+    if ultralytics and module == "ResNetLayer":  # parse_model: c2 = args[1] if args[3] else args[1] * 4
+        width = _int(_arg(args, 1, None))
+        return None if width is None else width if _arg(args, 3, False) else width * 4
+    if ultralytics and module == "CBFuse":  # parse_model: c2 = ch[f[-1]]
+        return inputs[-1]
     if module == "Concat":
         return None if any(width is None for width in inputs) else sum(inputs)  # type: ignore[arg-type]
     if module in ("Contract", "Expand") and inputs[0] is not None:
@@ -331,20 +421,38 @@ def _width(module: str, args: Any, inputs: List[Optional[int]]) -> Optional[int]
     return inputs[0]
 
 
-def strides(layers: Sequence[Row]) -> List[Optional[Fraction]]:
+def strides(layers: Sequence[Row], dialect: str = YOLOV5) -> List[Optional[Fraction]]:
     """Each layer's output stride relative to the image (None where it cannot be worked out).
 
-    Stride factors: Conv-like ``args[2]`` (default 1), Focus ``2 * args[2]``, MaxPool/AvgPool
-    ``args[1]`` (default ``args[0]``), Upsample ``1 / args[1]``, transposed convs ``1 / args[2]``,
-    Contract ``gain``, Expand ``1 / gain``; Concat takes its first input's; everything else 1.
+    Stride factors: Conv-like ``args[2]`` (default 1; SCDown too), Focus ``2 * args[2]``,
+    MaxPool/AvgPool ``args[1]`` (default ``args[0]``), Upsample ``1 / args[1]``, transposed convs
+    ``1 / args[2]`` (Ultralytics' ConvTranspose defaults to 2), Contract ``gain``, Expand ``1 / gain``;
+    Ultralytics: ADown/AConv 2, HGStem 4, ResNetLayer 4 as the stem else ``args[2]``, TorchVision
+    unknown. Concat takes its first input's, CBFuse its last input's (it resizes to it); heads have
+    none; everything else 1.
     """
     result: List[Optional[Fraction]] = []
     for index, (from_, _, module, args) in enumerate(layers):
         inputs = [Fraction(1) if source < 0 else result[source] for source in resolve_from(from_, index)]
-        factor = None if is_detect_like(module) else _stride_factor(module, args if isinstance(args, list) else [])
-        base = inputs[0]
+        args = args if isinstance(args, list) else []
+        factor = None if is_head(module, dialect) else (
+            _ultralytics_stride_factor(module, args) if dialect == ULTRALYTICS else _stride_factor(module, args))
+        base = inputs[-1] if dialect == ULTRALYTICS and module == "CBFuse" else inputs[0]
         result.append(None if base is None or factor is None else base * factor)
     return result
+
+
+def _ultralytics_stride_factor(module: str, args: List[Any]) -> Optional[Fraction]:
+    if module in _FIXED_STRIDES:
+        return _FIXED_STRIDES[module]
+    if module == "ResNetLayer":  # the stem: Conv(k=7, s=2) then MaxPool2d(3, 2)
+        return Fraction(4) if _arg(args, 3, False) else _number(_arg(args, 2, 1))
+    if module == "ConvTranspose":  # ConvTranspose(c1, c2, k=2, s=2, ...)
+        step = _number(_arg(args, 2, 2))
+        return None if step is None else 1 / step
+    if module in ("TorchVision", "Index") or module in _ULTRALYTICS_NO_FEATURES:
+        return None
+    return _stride_factor(module, args)
 
 
 def _number(value: Any) -> Optional[Fraction]:
@@ -384,12 +492,12 @@ def _level(stride: Optional[Fraction]) -> Optional[int]:
     return stride.numerator.bit_length() - 1
 
 
-def _p_levels(layers: Sequence[Row], detect_index: Optional[int]) -> Dict[str, int]:
-    """``{"p3": 17, "p4": 20, "p5": 23}``: the Detect inputs named by stride, else by position."""
+def _p_levels(layers: Sequence[Row], detect_index: Optional[int], dialect: str = YOLOV5) -> Dict[str, int]:
+    """``{"p3": 17, "p4": 20, "p5": 23}``: the head's inputs named by stride, else by position."""
     if detect_index is None:
         return {}
     inputs = resolve_from(layers[detect_index][0], detect_index)
-    all_strides = strides(layers)
+    all_strides = strides(layers, dialect)
     levels = [_level(all_strides[source]) for source in inputs]
     if any(level is None for level in levels) or len(set(levels)) != len(levels):
         levels = [3 + order for order in range(len(inputs))]
@@ -397,8 +505,9 @@ def _p_levels(layers: Sequence[Row], detect_index: Optional[int]) -> Dict[str, i
     return {f"p{level}": source for level, source in pairs}
 
 
-def _sppf_index(layers: Sequence[Row]) -> Optional[int]:
-    found = [index for index, row in enumerate(layers) if row[2] in _SPP]
+def _sppf_index(layers: Sequence[Row], dialect: str = YOLOV5) -> Optional[int]:
+    spp = _ULTRALYTICS_SPP if dialect == ULTRALYTICS else _SPP
+    found = [index for index, row in enumerate(layers) if row[2] in spp]
     return found[0] if len(found) == 1 else None
 
 
@@ -428,7 +537,7 @@ def describe_positions(base: BaseModel) -> str:
 
 
 def _insertable(base: BaseModel, index: int) -> bool:
-    return not is_detect_like(base.layers[index][2]) and base.widths[index] is not None
+    return not is_head(base.layers[index][2], base.dialect) and base.widths[index] is not None
 
 
 def resolve_position(base: BaseModel, position: str) -> int:
@@ -447,6 +556,10 @@ def resolve_position(base: BaseModel, position: str) -> int:
         elif kind == "layer" and number < len(base.layers):
             index = number
     if index is None or not _insertable(base, index):
+        if parsed is not None and parsed[0] == "p" and base.head_module == _CLASSIFY:
+            raise UsageError(f"position {position!r} does not exist in {base.name}: a classification model "
+                             f"({_CLASSIFY} head) has no p3/p4/p5 outputs",
+                             hint=f"{base.name} offers {describe_positions(base)}")
         raise UsageError(f"position {position!r} does not exist in {base.name}",
                              hint=f"{base.name} offers {describe_positions(base)}")
     return index
@@ -564,16 +677,18 @@ def plan_insertions(base: BaseModel, modules: Sequence[Placement]) -> List[_Inse
     return sorted(insertions, key=lambda insertion: insertion.after)  # stable: module order per layer
 
 
-def render_variant(base_text: str, base_name: str, modules: Sequence[Placement]) -> str:
+def render_variant(base_text: str, base_name: str, modules: Sequence[Placement],
+                   dialect: Optional[str] = None) -> str:
     """The variant YAML text: ``base_text`` with ``modules`` inserted, and the yolopatch header.
 
     ``modules`` are ``(class_name, key, positions, args)``; a module goes on the output of the layer
-    each position means, with the row ``[-1, 1, ClassName, [nominal width, *args]]``.
+    each position means, with the row ``[-1, 1, ClassName, [nominal width, *args]]``. ``dialect``:
+    ``"yolov5"``, ``"ultralytics"``, or None to detect it from the YAML (``detect_dialect``).
     """
     placements = [Placement(*module) for module in modules]
     if not placements:
         raise YolopatchError("no module to insert", hint="name at least one module")
-    base = parse_base(base_text, base_name)
+    base = parse_base(base_text, base_name, dialect)
     insertions = plan_insertions(base, placements)
     remap = plan_remap(len(base.layers), [insertion.after for insertion in insertions])
     edits: List[Tuple[int, int, str]] = []
@@ -585,10 +700,11 @@ def render_variant(base_text: str, base_name: str, modules: Sequence[Placement])
 
 
 def _check_variant(base: BaseModel, body: str, insertions: Sequence[_Insertion]) -> None:
-    """Re-read the rendered text with ``yaml.safe_load``: its layers must be exactly the base's with the
-    rows inserted and every index remapped, and everything else unchanged (else nothing is written)."""
+    """Re-read the rendered text with ``yaml.safe_load`` (libyaml's CSafeLoader where PyYAML has it: the
+    same safe constructor, 5x faster): its layers must be exactly the base's with the rows inserted and
+    every index remapped, and everything else unchanged (else nothing is written)."""
     try:
-        data = yaml.safe_load(body)
+        data = yaml.load(body, Loader=_LOADER)
     except yaml.YAMLError as error:
         raise YolopatchError(f"internal check failed: the variant of {base.name} would not parse ({error})",
                              hint="nothing was written; please report this base YAML") from None
@@ -607,6 +723,7 @@ def _section_edits(base: BaseModel, section: _Section, insertions: Sequence[_Ins
     trailing text (comma and comment) with its layer number updated and inserted rows appended."""
     edits: List[Tuple[int, int, str]] = []
     prefix = _row_prefix(base.text, section)
+    gap = _comment_gap(base.text, section)
     for offset, ((_, row_end), (from_start, from_end)) in enumerate(zip(section.rows, section.froms)):
         index = section.first_index + offset
         new_from = remap_from(base.layers[index][0], index, remap)
@@ -617,16 +734,17 @@ def _section_edits(base: BaseModel, section: _Section, insertions: Sequence[_Ins
         tail_end = gap_end if line_end < 0 else line_end
         chained = [insertion for insertion in insertions if insertion.after == index]
         tail = _row_tail(base.text[row_end:tail_end], section.flow, prefix, chained,
-                         remap.new_index[index], index, same_line_follows=line_end < 0)
+                         remap.new_index[index], index, same_line_follows=line_end < 0, gap=gap)
         if tail != base.text[row_end:tail_end]:
             edits.append((row_end, tail_end, tail))
     return edits
 
 
 def _row_tail(tail: str, flow: bool, prefix: str, chained: Sequence[_Insertion], new_index: int, old_index: int,
-              same_line_follows: bool) -> str:
+              same_line_follows: bool, gap: str = "  ") -> str:
     """A row's trailing text up to the end of its line (``,  # 17 (P3/8-small)``), renumbered,
-    followed by the rows inserted after it, one per line, each with its own ``# index`` comment."""
+    followed by the rows inserted after it, one per line, each with its own ``# index`` comment
+    (``gap`` before the ``#``, as the base's own row comments have it)."""
     tail = _renumber_comment(tail, old_index, new_index)
     if not chained:
         return tail
@@ -635,10 +753,24 @@ def _row_tail(tail: str, flow: bool, prefix: str, chained: Sequence[_Insertion],
         tail = "," + tail
     for number, insertion in enumerate(chained, start=new_index + 1):
         comment = f"# {number} {insertion.class_name} at {insertion.position}"
-        tail += f"\n{prefix}{format_value(insertion.row)}{comma}  {comment}"
+        tail += f"\n{prefix}{format_value(insertion.row)}{comma}{gap}{comment}"
     if same_line_follows:  # a next row or ``]`` on the same line must not end up inside our comment
         tail += "\n" + prefix
     return tail
+
+
+def _comment_gap(text: str, section: _Section) -> str:
+    """The spaces between a row (and its comma) and its comment in this section, from its first
+    commented row: two in YOLOv5's files (``],  # 17``), one in Ultralytics' (``] # 9``)."""
+    for row_start, row_end in section.rows:
+        line_end = text.find("\n", row_end)
+        tail = text[row_end:line_end if line_end >= 0 else len(text)]
+        before, hash_, _ = tail.partition("#")
+        if hash_ and before.strip(" ,") == "":
+            spaces = len(before) - len(before.rstrip(" "))
+            if spaces:
+                return " " * spaces
+    return "  "
 
 
 def _closing(text: str, section: _Section) -> int:

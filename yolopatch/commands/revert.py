@@ -12,13 +12,19 @@ from yolopatch.errors import YolopatchError
 from yolopatch.state import EDITED, ModuleState, Sources, module_states
 from yolopatch.transaction import locked
 from yolopatch.transforms import common_py, yolo_py
-from yolopatch.tree import Tree, locate
+from yolopatch.targets import ultralytics
+from yolopatch.targets.locate import is_ultralytics, locate_any
+from yolopatch.tree import Tree
 from yolopatch.variant_files import GeneratedVariant, generated_variants, registry_change
 
 
-def revert(repo: Path, names: Sequence[str], *, dry_run: bool = False, force: bool = False) -> int:
-    tree = locate(repo)
-    with locked(tree):
+def revert(repo: Path, names: Sequence[str], *, dry_run: bool = False, force: bool = False,
+           installed: bool = False) -> int:
+    found = locate_any(repo, allow_installed=installed)
+    if is_ultralytics(found):
+        return _revert_ultralytics(found, names, dry_run=dry_run, force=force)  # type: ignore[arg-type]
+    tree = found
+    with locked(tree):  # type: ignore[arg-type]
         sources = Sources.read(tree)
         states = module_states(sources)
         variants = generated_variants(tree)
@@ -104,3 +110,15 @@ def _refuse_for_checkpoints(tree: Tree, keys: Sequence[str]) -> None:
         f"\"Can't get attribute '{classes}'\"", path=paths[0],
         hint=f"move them out of the tree first, or run `yolopatch revert {modules} --force` "
              "(re-applying the module makes them load again)")
+
+
+def _revert_ultralytics(tree: ultralytics.UltralyticsTree, names: Sequence[str], *, dry_run: bool,
+                        force: bool) -> int:
+    with locked(tree):  # type: ignore[arg-type]
+        wanted = [spec.key for spec in catalog.resolve(list(names))] if names else []
+        if not force:
+            _refuse_for_checkpoints(tree, wanted or [key for key, state in ultralytics.module_states(
+                ultralytics.Texts.read(tree)).items() if state.present])  # type: ignore[arg-type]
+        keys, changes = ultralytics.plan_revert(tree, wanted, force)
+        return finish(tree, changes, dry_run, what=", ".join(keys) if keys else "yolopatch",  # type: ignore[arg-type]
+                      verb="reverted")

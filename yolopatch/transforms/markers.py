@@ -95,3 +95,8 @@ def without_marker(statement: cst.CSTNode) -> cst.CSTNode:
         return statement
     plain = header.with_changes(whitespace=cst.SimpleWhitespace(""), comment=None)
     return _with_header(statement, plain)
+
+
+def parse_text(comment: str) -> Optional[Marker]:
+    """The marker in a comment's text (``# yolopatch: soca``), or None."""
+    return parse(cst.Comment(comment)) if comment.startswith(PREFIX) else None
