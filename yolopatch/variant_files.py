@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from yolopatch import variants
 from yolopatch.catalog import ModuleSpec
@@ -75,6 +75,43 @@ def generated_variants(tree: Tree) -> List[GeneratedVariant]:
         if info is not None:
             found.append(GeneratedVariant(path, text, info.base_name, info.keys, variants.is_edited(text)))
     return found
+
+
+ULTRALYTICS_DEFAULT_BASES = ("v8/yolov8.yaml", "11/yolo11.yaml")  # where the version has them
+
+
+def ultralytics_base_paths(tree: "Any", bases: Sequence[str]) -> List[Path]:
+    """--base paths (from here, the tree's root, its package or cfg/models), else yolov8.yaml and yolo11.yaml."""
+    if bases:
+        found = []
+        for base in bases:
+            candidates = [Path(base), tree.root / base, tree.package_dir / base, tree.models_dir / base]
+            match = next((path for path in candidates if path.is_file()), None)
+            if match is None:
+                raise UsageError(f"--base model YAML {base!r} not found (looked here, in {tree.root}, "
+                                 f"{tree.package_dir} and {tree.models_dir})",
+                                 hint="e.g. --base ultralytics/cfg/models/11/yolo11.yaml")
+            found.append(match.resolve())
+        return _unique(found)
+    return [tree.models_dir / name for name in ULTRALYTICS_DEFAULT_BASES if (tree.models_dir / name).is_file()]
+
+
+def ultralytics_variant_changes(tree: "Any", specs: Sequence[ModuleSpec], *, bases: Sequence[str] = (),
+                                positions: Optional[Sequence[str]] = None) -> List[FileChange]:
+    """One variant per (base, module) beside the base: ``yolov8-soca.yaml``, which Ultralytics loads at any
+    scale as ``yolov8n-soca.yaml``, ``yolov8s-soca.yaml``, ..."""
+    changes = []
+    for base in ultralytics_base_paths(tree, bases):
+        base_text = read_text(base)
+        for spec in specs:
+            placement = _placement(spec, positions)
+            name = variants.variant_filename(base.name, spec.key, placement.positions,
+                                             variants.load_spec(spec.key).placement)
+            target = base.parent / name
+            text = variants.render_variant(base_text, base.name, [placement], dialect=variants.ULTRALYTICS)
+            changes.append(FileChange(target, _owned_old_text(target), _with_base_newlines(text, base_text),
+                                      owned=True))
+    return changes
 
 
 def base_paths(tree: Tree, bases: Sequence[str], scales: Optional[Sequence[str]]) -> List[Path]:

@@ -313,7 +313,7 @@ for name, inserted in jobs:
     results.append({
         "name": name, "scale": model.yaml.get("scale"), "yaml_file": model.yaml.get("yaml_file"),
         "types": [type(layer).__module__ + "." + type(layer).__name__ for layer in layers],
-        "c1": [layer.c1 for layer in layers], "head_from": model.model[-1].f, "layers": len(model.model),
+        "c1": [getattr(layer, "c1", None) for layer in layers], "head_from": model.model[-1].f, "layers": len(model.model),
         "grads": [all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in layer.parameters())
                   for layer in layers],
         "outputs": len(out),

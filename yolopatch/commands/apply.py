@@ -12,7 +12,7 @@ from yolopatch.state import Sources
 from yolopatch.transaction import locked
 from yolopatch.targets import ultralytics
 from yolopatch.targets.locate import is_ultralytics, locate_any
-from yolopatch.variant_files import variant_changes
+from yolopatch.variant_files import ultralytics_variant_changes, variant_changes
 
 # Kept importable from here (check and older tests use it).
 patched_sources = engine.patched_sources
@@ -24,7 +24,8 @@ def apply(repo: Path, names: Sequence[str], *, dry_run: bool = False, replace: b
     specs = catalog.resolve(list(names))
     found = locate_any(repo, allow_installed=installed)
     if is_ultralytics(found):
-        return _apply_ultralytics(found, specs, dry_run=dry_run, replace=replace)  # type: ignore[arg-type]
+        return _apply_ultralytics(found, specs, dry_run=dry_run, replace=replace,  # type: ignore[arg-type]
+                                  variants=variants, bases=bases, positions=positions)
     tree = found
     with locked(tree):  # type: ignore[arg-type]
         sources = Sources.read(tree)
@@ -41,11 +42,14 @@ def apply(repo: Path, names: Sequence[str], *, dry_run: bool = False, replace: b
 
 
 def _apply_ultralytics(tree: ultralytics.UltralyticsTree, specs: Sequence[catalog.ModuleSpec], *, dry_run: bool,
-                       replace: bool) -> int:
+                       replace: bool, variants: bool, bases: Sequence[str],
+                       positions: Optional[Sequence[str]]) -> int:
     if tree.layout == ultralytics.INSTALLED:
         ui.info(f"warning: patching the installed ultralytics in {tree.package_dir}: upgrading or reinstalling "
                 "ultralytics wipes these changes")
     with locked(tree):  # type: ignore[arg-type]
         changes = ultralytics.plan_apply(tree, specs, replace)
+        if variants:
+            changes += ultralytics_variant_changes(tree, specs, bases=bases, positions=positions)
         return finish(tree, changes, dry_run, what=", ".join(spec.key for spec in specs),  # type: ignore[arg-type]
                       verb="applied")

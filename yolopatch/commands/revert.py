@@ -120,5 +120,6 @@ def _revert_ultralytics(tree: ultralytics.UltralyticsTree, names: Sequence[str],
             _refuse_for_checkpoints(tree, wanted or [key for key, state in ultralytics.module_states(
                 ultralytics.Texts.read(tree)).items() if state.present])  # type: ignore[arg-type]
         keys, changes = ultralytics.plan_revert(tree, wanted, force)
+        changes += _variant_changes(tree, generated_variants(tree), keys, force)  # type: ignore[arg-type]
         return finish(tree, changes, dry_run, what=", ".join(keys) if keys else "yolopatch",  # type: ignore[arg-type]
                       verb="reverted")

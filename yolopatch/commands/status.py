@@ -65,7 +65,9 @@ def _collect_ultralytics(tree: ultralytics.UltralyticsTree) -> Dict[str, Any]:
     }
     channel_set = ultralytics.edits.channel_set(texts.tasks)
     return {"codebase": "ultralytics", "root": str(tree.root), "layout": tree.layout, "version": tree.version(),
-            "parse_model": {"container": channel_set.kind}, "modules": modules, "variants": [],
+            "parse_model": {"container": channel_set.kind}, "modules": modules,
+            "variants": [{"path": tree.relative(v.path), "base": v.base, "modules": list(v.keys), "edited": v.edited}
+                         for v in generated_variants(tree)],  # type: ignore[arg-type]
             "unknown_modules": [], "checkpoints": []}
 
 
