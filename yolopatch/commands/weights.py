@@ -1,0 +1,311 @@
+"""`yolopatch weights`: move a checkpoint's tensors into variants, every layer to its new index.
+
+Inserting a layer shifts every later layer's index, so YOLOv5's ``train.py --weights base.pt --cfg
+variant.yaml`` (which matches tensors by key and shape) drops most of them and loads equal-shaped
+shifted layers with the wrong layer's weights. yolopatch wrote the variant, so it knows the exact
+``old -> new`` index map (``checkpoints.transfer_candidates``, from the variants' own remap).
+
+The checkpoint is unpickled by ``yolopatch/weights_probe.py`` in a subprocess with the user's
+interpreter (its pickle names the tree's classes); yolopatch itself never imports YOLOv5. The probe
+builds each variant with the tree's ``Model``, copies every tensor to its new key where the shapes
+agree, saves YOLOv5's checkpoint format, loads the written file again and checks it with forward
+hooks (see the probe's docstring). This command plans, runs the probe, and reports per layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from yolopatch import catalog, checkpoints, ui, variants
+from yolopatch.changes import read_text
+from yolopatch.checkpoints import YOLOV5, CheckpointFormat, Insertion
+from yolopatch.errors import UsageError, YolopatchError
+from yolopatch.tree import Tree, locate
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """One variant to write a checkpoint for: where its layers come from and where it goes."""
+
+    cfg: Path
+    out: Path
+    base_name: str
+    candidates: List[checkpoints.SourceCandidate]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"cfg": str(self.cfg), "out": str(self.out),
+                "candidates": [option.to_json() for option in self.candidates]}
+
+
+# --------------------------------------------------------------------------------------------
+# Planning (reads YAMLs, nothing else)
+
+
+def find_cfg(tree: Tree, cfg: Path) -> Path:
+    for candidate in (cfg, tree.root / cfg, tree.models_dir / cfg, tree.models_dir / "hub" / cfg):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, models/, models/hub/)",
+                         hint="pass --to with a variant YAML that yolopatch generated")
+
+
+def _insertions(base: variants.BaseModel, info: variants.GeneratedInfo) -> List[Insertion]:
+    placements = [variants.Placement(catalog.get(key).class_name, key, positions) for key, positions in info.placements]
+    return checkpoints.insertions_of(base, placements)
+
+
+def _rows(text: str) -> List[Any]:
+    data = yaml.safe_load(variants.to_ascii(text)) or {}
+    return list(data.get("backbone") or []) + list(data.get("head") or [])
+
+
+def plan_target(cfg: Path, out: Path) -> TargetPlan:
+    """The candidates (what the source may be, and its layer map) for the variant ``cfg``.
+
+    Refuses a YAML yolopatch did not generate, one whose base is gone, and one whose rows are no
+    longer its base with the recorded insertions (edited, or the base changed since): the map
+    would be wrong.
+    """
+    text = read_text(cfg)
+    info = variants.parse_generated_header(text)
+    if info is None:
+        raise YolopatchError("not a yolopatch-generated variant: yolopatch knows the layer map of its own "
+                             "variants only", path=cfg, line=1,
+                             hint="write the variant with `yolopatch apply` or `yolopatch variant`, then pass it to --to")
+    base_path = cfg.parent / info.base_name
+    if not base_path.is_file():
+        raise YolopatchError(f"the variant's base {info.base_name} is not beside it", path=cfg, line=1,
+                             hint=f"put {info.base_name} back next to the variant")
+    base = variants.parse_base(read_text(base_path), info.base_name)
+    target = _insertions(base, info)
+    if not checkpoints.rows_match(_rows(text), checkpoints.expected_rows(base, target)):
+        raise YolopatchError(f"the variant's layers are no longer {checkpoints.describe(info.base_name, target)} "
+                             "(edited by hand, or its base changed since): the layer map would be wrong", path=cfg,
+                             hint="regenerate it with `yolopatch variant " + " ".join(info.keys) + "`")
+    others = []
+    for path in sorted(cfg.parent.glob("*.yaml")):
+        other = variants.parse_generated_header(read_text(path)) if path != cfg else None
+        if other is not None and other.base_name == info.base_name:
+            try:
+                others.append(_insertions(base, other))
+            except YolopatchError:
+                continue  # a variant whose positions this base no longer offers: not a candidate
+    return TargetPlan(cfg, out, info.base_name, checkpoints.transfer_candidates(base, target, others))
+
+
+def out_paths(checkpoint: Path, cfgs: Sequence[Path], out: Optional[Path], force: bool) -> List[Path]:
+    """Where each variant's checkpoint goes: ``--out``, else ``<variant stem>.pt`` beside the source."""
+    if out is not None and len(cfgs) != 1:
+        raise UsageError("--out names one file; it goes with exactly one --to",
+                         hint="leave --out out: each variant's checkpoint is written beside the source as <variant>.pt")
+    paths = [out.resolve() if out is not None else checkpoint.parent / f"{cfg.stem}.pt" for cfg in cfgs]
+    for path in paths:
+        if path == checkpoint:
+            raise UsageError(f"{path} is the source checkpoint", hint="pass another --out")
+        if path.exists() and not force:
+            raise YolopatchError("a file of this name exists", path=path,
+                                 hint="pass --force to overwrite it, or --out another file")
+    if len(set(paths)) != len(paths):
+        raise UsageError("two variants would be written to the same file", hint="pass them one at a time with --out")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Running the probe
+
+
+def probe_path(fmt: CheckpointFormat = YOLOV5) -> Path:
+    return Path(str(resources.files("yolopatch").joinpath(fmt.probe)))
+
+
+def run_probe(python: str, tree: Tree, checkpoint: Path, plans: Sequence[TargetPlan],
+              seed: int) -> List[Dict[str, Any]]:
+    """Run the probe on ``plans``; its JSON-lines records (raises when it could not start or load)."""
+    plan = {"root": str(tree.import_root), "module": f"{tree.models_module}.yolo", "checkpoint": str(checkpoint),
+            "seed": seed, "targets": [item.to_json() for item in plans]}
+    with tempfile.TemporaryDirectory(prefix="yolopatch-weights-") as folder:
+        plan_path, out_path, log_path = (Path(folder) / name for name in ("plan.json", "records.jsonl", "probe.log"))
+        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+        command = [python, str(probe_path()), str(plan_path), str(out_path)]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+        with log_path.open("wb") as log:
+            code = subprocess.run(command, cwd=tree.import_root, stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, env=env).returncode
+        records = [json.loads(line) for line in out_path.read_text(encoding="utf-8").splitlines()] \
+            if out_path.exists() else []
+        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    fatal = next((record for record in records if record.get("kind") == "fatal"), None)
+    if fatal is not None:
+        raise _fatal_error(python, tree, checkpoint, fatal)
+    if not any(record.get("kind") == "source" for record in records):
+        tail = [line for line in log_text.strip().splitlines() if line.strip()][-1:] or [f"exit code {code}"]
+        raise YolopatchError(f"the weights probe could not run with {python}: {tail[0]}",
+                             hint="run it with --debug, or check that this interpreter has torch and YOLOv5's requirements")
+    return records
+
+
+def _fatal_error(python: str, tree: Tree, checkpoint: Path, fatal: Dict[str, Any]) -> YolopatchError:
+    if fatal.get("missing_module") and fatal.get("stage") != "load the checkpoint":
+        return YolopatchError(f"the interpreter {python} lacks {fatal['missing_module']!r}",
+                              hint="pass --python PATH to an interpreter that has YOLOv5's requirements")
+    if fatal.get("stage") == "load the checkpoint":
+        return YolopatchError(f"cannot load the checkpoint with this tree's code: {fatal.get('error')}",
+                              path=checkpoint, hint="a checkpoint that needs a module this tree lacks loads after "
+                                                    "`yolopatch apply <module>`; see `yolopatch status`")
+    return YolopatchError(f"{fatal.get('stage')} ({tree.models_module}.yolo from {tree.import_root}) failed with "
+                          f"{python}: {fatal.get('error')}", hint="run `yolopatch verify` to see whether the tree builds")
+
+
+# --------------------------------------------------------------------------------------------
+# Judging and reporting
+
+
+def problems(record: Dict[str, Any], plan: TargetPlan, source: Dict[str, Any]) -> List[str]:
+    """What went wrong for one target (empty when its checkpoint was written and checked)."""
+    if record.get("error") == "no-match":
+        rows = source.get("rows")
+        what = f"{len(rows)} layers" if isinstance(rows, list) else "no model.yaml"
+        made = f", made from {source['yaml_file']}" if source.get("yaml_file") else ""
+        return [f"the checkpoint's model ({what}{made}) is neither {plan.base_name} nor a variant of it "
+                f"that yolopatch can map into {plan.cfg.name}"]
+    if record.get("error"):
+        return [str(record["error"])]
+    found = list((record.get("check") or {}).get("failures") or [])
+    for entry in record.get("layers", []):
+        if entry.get("target") is not None and entry.get("target_class") != entry.get("class"):
+            found.append(f"source layer {entry['source']} ({entry['class']}) maps to layer {entry['target']} "
+                         f"({entry.get('target_class')})")
+    return found
+
+
+def _summary(record: Dict[str, Any]) -> str:
+    mismatched = sum(len(entry["mismatches"]) for entry in record["layers"])
+    dropped = sum(entry["tensors"] for entry in record["layers"] if entry["target"] is None)
+    same_shape = record["source_tensors"] - mismatched - dropped
+    share = 100.0 * record["transferred"] / same_shape if same_shape else 100.0
+    parts = [f"{record['transferred']}/{record['source_tensors']} tensors transferred "
+             f"({share:.0f}% of the {same_shape} with a same-shaped counterpart)"]
+    if mismatched:
+        parts.append(f"{mismatched} with another shape")
+    if dropped:
+        parts.append(f"{dropped} in layers the variant does not have")
+    fresh = [f"{item['target']} {item['class']}" for item in record["fresh"]]
+    if fresh:
+        parts.append(f"freshly initialised: layer {', '.join(fresh)} "
+                     f"({sum(item['tensors'] for item in record['fresh'])} tensors)")
+    return "; ".join(parts)
+
+
+def _layer_rows(record: Dict[str, Any]) -> List[List[Any]]:
+    rows: List[List[Any]] = []
+    for entry in record["layers"]:
+        note = _mismatch_note(entry["mismatches"]) if entry["mismatches"] else ""
+        if entry["target"] is None:
+            note = "no counterpart in the variant"
+        moved = "" if entry["target"] in (None, entry["source"]) else "moved"
+        rows.append([entry["source"], "-" if entry["target"] is None else entry["target"], entry["class"],
+                     f"{entry['transferred']}/{entry['tensors']}", note or moved])
+    for item in record["fresh"]:
+        rows.append(["-", item["target"], item["class"], f"0/{item['tensors']}", "inserted: fresh"])
+    return sorted(rows, key=lambda row: (row[1] if isinstance(row[1], int) else 10**6, str(row[0])))
+
+
+def report_text(tree: Tree, checkpoint: Path, source: Dict[str, Any], plan: TargetPlan,
+                record: Dict[str, Any]) -> None:
+    out, cfg = ui.display_path(plan.out), tree.relative(plan.cfg)
+    ui.table(f"{ui.display_path(checkpoint)} -> {out} ({cfg}, from {record['candidate_description']})",
+             ["from layer", "to layer", "module", "tensors", "note"], _layer_rows(record))
+    check = record["check"]
+    ui.done(f"wrote {out}: {_summary(record)}")
+    before = f"layers 0..{len(check['before']) - 1} give the source's outputs exactly; " if check["before"] else ""
+    ui.done(f"  forward check ({check['img']}x{check['img']}): {before}{check['layers_equal']}/{check['layers_checked']}"
+            " completely transferred layers give their source layer's output on its input")
+    ui.done(f"  train.py --weights {out} --cfg {cfg} will report: Transferred "
+            f"{record['train_transferred']}/{record['target_tensors']} items (it leaves out the anchors)")
+
+
+def warn_mismatches(record: Dict[str, Any]) -> None:
+    """One warning per source tensor whose new place has another shape (another width or class count)."""
+    for entry in record.get("layers", []):
+        if entry["mismatches"]:
+            ui.info(f"warning: layer {entry['source']} {entry['class']} -> {entry['target']}: "
+                    f"{_mismatch_note(entry['mismatches'])}: left freshly initialised (another width or class count?)")
+
+
+def _mismatch_note(mismatches: Sequence[Sequence[Any]]) -> str:
+    """``model.0.conv.weight (32, 3, 6, 6) does not fit (48, 3, 6, 6)``, and how many more."""
+    key, old, _, new = mismatches[0]
+    more = f" (and {len(mismatches) - 1} more tensors)" if len(mismatches) > 1 else ""
+    return f"{key} {tuple(old)} does not fit {tuple(new)}{more}"
+
+
+def to_json(tree: Tree, checkpoint: Path, source: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The ``--json`` document: {"checkpoint", "source": {which, yaml_file, nc, dtype}, "ok",
+    "targets": [{"cfg", "out", "ok", "problems", "source_as", "source_tensors", "transferred",
+    "target_tensors", "train_transferred", "layers", "fresh", "check"}]}."""
+    return {
+        "checkpoint": str(checkpoint),
+        "source": {name: source.get(name) for name in ("which", "yaml_file", "nc", "dtype", "multiples")},
+        "ok": all(not item["problems"] for item in results),
+        "targets": [{
+            "cfg": tree.relative(item["plan"].cfg), "out": str(item["plan"].out), "ok": not item["problems"],
+            "problems": item["problems"], "source_as": item["record"].get("candidate_description"),
+            **{name: item["record"].get(name) for name in ("source_tensors", "transferred", "target_tensors",
+                                                           "train_transferred", "layers", "fresh", "check")},
+        } for item in results],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[Path] = None,
+            python: Optional[str] = None, force: bool = False, as_json: bool = False, seed: int = 0) -> int:
+    """`yolopatch weights`: write a checkpoint per variant; exit 1 if any could not be written or checked."""
+    if not to:
+        raise UsageError("name the variant(s) to write weights for", hint="--to models/yolov5s-soca.yaml")
+    tree = locate(repo)
+    if not checkpoint.is_file():
+        raise YolopatchError("no such checkpoint", path=checkpoint, hint="pass the .pt file to transfer from")
+    checkpoint = checkpoint.resolve()
+    cfgs = [find_cfg(tree, cfg) for cfg in to]
+    plans = [plan_target(cfg, path) for cfg, path in zip(cfgs, out_paths(checkpoint, cfgs, out, force))]
+    interpreter = _python(python)
+    records = run_probe(interpreter, tree, checkpoint, plans, seed)
+    source = next(record for record in records if record.get("kind") == "source")
+    by_cfg = {record["cfg"]: record for record in records if record.get("kind") == "result"}
+    results = []
+    for plan in plans:
+        record = by_cfg.get(str(plan.cfg), {"error": "the probe stopped before this variant"})
+        results.append({"plan": plan, "record": record, "problems": problems(record, plan, source)})
+    if as_json:
+        ui.print_json(to_json(tree, checkpoint, source, results))
+    for item in results:
+        if not item["problems"] and not as_json:
+            report_text(tree, checkpoint, source, item["plan"], item["record"])
+        warn_mismatches(item["record"])
+        for problem in item["problems"]:
+            ui.error(f"{tree.relative(item['plan'].cfg)}: {problem}")
+    return 0 if all(not item["problems"] for item in results) else 1
+
+
+def _python(python: Optional[str]) -> str:
+    if not python:
+        return sys.executable
+    import shutil
+
+    found = shutil.which(python) if os.sep not in python else (python if os.access(python, os.X_OK) else None)
+    if not found or not Path(found).is_file():
+        raise UsageError(f"no Python interpreter at {python!r}", hint="pass --python PATH to an executable python")
+    return str(Path(found).absolute())
