@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job in one command, on a fresh machine: set up the virtual environment (scripts/setup-venv.sh:
 # torch, torchvision, yolopatch with what model building needs), then `yolopatch demo`: get YOLOv5 into
-# ./yolov5-demo (git, or the package index when GitHub is out of reach), apply all five modules, write
+# ./yolov5-demo (git, or the package index when GitHub is out of reach), apply every module, write
 # their variants and verify them (parameters, GFLOPs, latency). Extra arguments go to `yolopatch demo`,
 # e.g. --dest DIR, --img 320, --source pypi.
 set -euo pipefail

@@ -54,8 +54,8 @@ def fake_verify(monkeypatch: pytest.MonkeyPatch) -> List[dict]:
     """Record verify's calls instead of building models (the end-to-end test below builds them)."""
     calls: List[dict] = []
 
-    def verify(repo: Path, cfgs=(), *, python=None, img=640, as_json=False) -> int:
-        calls.append({"repo": repo, "img": img, "python": python, "statuses": statuses(repo)})
+    def verify(repo: Path, cfgs=(), *, python=None, img=640, as_json=False, runs=7) -> int:
+        calls.append({"repo": repo, "img": img, "python": python, "runs": runs, "statuses": statuses(repo)})
         return int(os.environ.get("FAKE_VERIFY_EXIT", "0"))
 
     monkeypatch.setattr(verify_module, "verify", verify)
@@ -106,7 +106,7 @@ def test_demo_steps_in_order_and_ends_on_the_revert_command(offline_github: Dict
     dest = tmp_path / "demo"
     assert demo_module.demo(dest, img=96) == 0
     out = capsys.readouterr().out
-    assert [call["img"] for call in fake_verify] == [96]
+    assert [(call["img"], call["runs"]) for call in fake_verify] == [(96, demo_module.DEMO_RUNS)]
     assert fake_verify[0]["statuses"] == {key: APPLIED for key in KEYS}  # verify ran after apply
     assert out.index("Step 1/3") < out.index("from the package index") < out.index("Step 2/3") \
         < out.index("applied") < out.index("Step 3/3") < out.index("Done")

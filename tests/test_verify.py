@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +58,11 @@ DOCUMENTED_YOLOV5S = {"5.0": (7_276_605, 17.0), "6.0": (7_235_389, 16.5), "6.1":
 
 def ultralytics_site() -> Path:
     """A folder holding the ``ultralytics`` package (the 7.0.x wheels import it), fetched once."""
+    with yolov5_trees.cache_lock():
+        return _ultralytics_site()
+
+
+def _ultralytics_site() -> Path:
     target = yolov5_trees.cache_root() / f"ultralytics-{ULTRALYTICS_VERSION}"
     if (target / "ultralytics" / "__init__.py").is_file():
         return target
@@ -67,6 +73,7 @@ def ultralytics_site() -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", f"ultralytics=={ULTRALYTICS_VERSION}", "--no-deps",
                         "--only-binary", ":all:", "--disable-pip-version-check", "-q", "-d", str(folder)], check=True)
     partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     with zipfile.ZipFile(sorted(folder.glob(pattern))[0]) as archive:
         archive.extractall(partial, [name for name in archive.namelist() if name.startswith("ultralytics/")])
     partial.rename(target)
@@ -136,7 +143,8 @@ def apply(root: Path, *args: str) -> None:
 # The numbers verify reports
 
 
-MODEL_FIELDS = {"cfg", "role", "base", "modules", "ok", "params", "gflops", "latency_ms", "output_shapes",
+MODEL_FIELDS = {"cfg", "role", "base", "modules", "ok", "params", "gflops", "latency_ms", "latency_spread_ms",
+                "latency_runs_ms", "output_shapes",
                 "backward_ok", "backward_img", "params_without_grad", "delta", "inserted", "problems", "notes",
                 "error", "stage", "reproduce"}
 
@@ -171,7 +179,8 @@ def test_verify_reports_documented_flops_and_formula_deltas(make_tree: Callable[
         assert model["ok"] and model["error"] is None and model["problems"] == [] and model["stage"] is None
         assert isinstance(model["params"], int) and isinstance(model["gflops"], float)
         assert model["backward_ok"] and model["params_without_grad"] == [] and model["backward_img"] == 128
-        assert model["latency_ms"] > 0
+        assert model["latency_ms"] > 0 and model["latency_spread_ms"] >= 0
+        assert len(model["latency_runs_ms"]) == (2 if model["role"] == "variant" else 4)  # the base: 2 per variant
     base, *variant_list = report["models"]
     params, gflops = DOCUMENTED_YOLOV5S[version]
     assert base["role"] == "base" and base["params"] == params and base["delta"] is None and base["inserted"] == []
@@ -183,7 +192,8 @@ def test_verify_reports_documented_flops_and_formula_deltas(make_tree: Callable[
     for key, variant in zip(("sge", "soca"), variant_list):
         assert variant["role"] == "variant" and variant["modules"] == [key]
         assert variant["base"] == f"{prefix}/yolov5s.yaml"
-        assert set(variant["delta"]) == {"params", "gflops", "latency_ms"}
+        assert set(variant["delta"]) == {"params", "gflops", "latency_ms", "latency_noise"}
+        assert isinstance(variant["delta"]["latency_noise"], bool)
         assert variant["delta"]["params"] == formula_params(key, widths[key])
         assert variant["params"] == base["params"] + formula_params(key, widths[key])
         assert [layer["in_channels"] for layer in variant["inserted"]] == widths[key]
@@ -227,7 +237,7 @@ def test_failing_model_exits_1_with_a_reproduce_command(make_tree: Callable[...,
                         ["yolov5s-gam.yaml", "26", "GAM", "512", "6,555,520", "6,555,520", "ok"]]
     assert "image 64x64" in result.stdout
     errors = result.stderr.splitlines()
-    assert errors[0] == ("error: models/broken.yaml: build failed: NameError: name 'NoSuchLayer' is not defined")
+    assert errors[0] == f"error: {broken}: build failed: NameError: name 'NoSuchLayer' is not defined"
     assert errors[1].startswith("  reproduce: ")
     command = shlex.split(errors[1][len("  reproduce: "):])
     assert command[0] == sys.executable and command[-1] == str(broken)

@@ -8,14 +8,63 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from yolopatch import __version__
 
+# click's base exception, wherever this typer takes click from (typer >= 0.28 vendors it).
+ClickException = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
+
+USAGE_EXIT = 2
+
+
+def usage_line(error: "ClickException") -> str:
+    """A click/typer usage error as one line: ``no such option: --foo (try yolopatch apply --help)``."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(error, "ctx", None)
+    if context is not None and context.command.get_help_option(context) is not None:
+        names = context.help_option_names
+        message += f" (try {context.command_path} {'--help' if '--help' in names else names[0]})"
+    return message
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's group, with usage errors printed on one line (like every other error) and exit 2,
+    and a reader that goes away (``| head -1``) ending the command quietly."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        from yolopatch import ui
+
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `yolopatch`: the help, as typer shows it
+                help_text = error.format_message()
+                if help_text.strip():
+                    ui.stdout.file.write(help_text + "\n")
+                ui.flush()
+                sys.exit(USAGE_EXIT)
+            ui.error(usage_line(error))
+            sys.exit(USAGE_EXIT)  # raised while parsing the command line: all of them are usage errors
+        except typer.Abort:
+            ui.error("aborted")
+            sys.exit(1)
+        except BrokenPipeError:
+            ui.silence_stdout()
+            sys.exit(1)
+        code = result if isinstance(result, int) else 0
+        sys.exit(code if ui.flush() else code or 1)
+
+
 app = typer.Typer(
     name="yolopatch",
+    cls=OneLineErrors,
     help="Put attention modules into YOLOv5 correctly, and take them out again byte for byte.",
     no_args_is_help=True,
     add_completion=False,
@@ -25,7 +74,9 @@ app = typer.Typer(
 
 _debug = False
 
-RepoOption = Annotated[Path, typer.Option("--repo", help="YOLOv5 tree (found upward from here).")]
+RepoOption = Annotated[Path, typer.Option("--repo", help="YOLOv5 or Ultralytics tree (found upward from here).")]
+InstalledOption = Annotated[bool, typer.Option(
+    "--installed", help="Allow an installed ultralytics (site-packages); upgrades wipe the changes.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the diff, write nothing.")]
 
@@ -52,6 +103,9 @@ def run(command: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         ui.error("interrupted; nothing half-written was left behind")
         code = 130
+    except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as other CLI tools do
+        ui.silence_stdout()
+        code = 1
     except Exception as error:  # noqa: BLE001 - last resort: one line, traceback with --debug
         if _debug:
             raise
@@ -79,11 +133,23 @@ def main(
 
 @app.command("list")
 def list_command(repo: Annotated[Optional[Path], typer.Option("--repo", help="Also show each module's state in this tree.")] = None,
-                 as_json: JsonOption = False) -> None:
-    """Show the module catalogue (and, in a tree, what is applied)."""
+                 as_json: JsonOption = False,
+                 verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Everything about every module (as `show`).")] = False,
+                 ) -> None:
+    """Show the module catalogue as a table (and, in a tree, what is applied)."""
     from yolopatch.commands.list_modules import list_modules
 
-    run(lambda: list_modules(repo, as_json))
+    run(lambda: list_modules(repo, as_json, verbose=verbose))
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(metavar="MODULE", help="Module key, class name or alias.")],
+         repo: Annotated[Optional[Path], typer.Option("--repo", help="Also show the module's state in this tree.")] = None,
+         as_json: JsonOption = False) -> None:
+    """Everything about one module: paper, YAML row, parameters, constraints."""
+    from yolopatch.commands.show import show as show_command
+
+    run(lambda: show_command(name, repo, as_json))
 
 
 @app.command()
@@ -97,6 +163,7 @@ def apply(
     scales: Annotated[Optional[str], typer.Option("--scales", help="Variants of yolov5{n,s,m,l,x}.yaml, e.g. n,s,m.")] = None,
     at: Annotated[Optional[List[str]], typer.Option("--at", help="Placement(s): p3,p4,p5,p6, sppf, backbone:K, layer:I.")] = None,
     clone: Annotated[bool, typer.Option("--clone", help="Clone YOLOv5 into --repo first when it does not exist.")] = False,
+    installed: InstalledOption = False,
 ) -> None:
     """Insert modules into models/common.py and parse_model, and write variant YAMLs."""
     from yolopatch.commands.apply import apply as apply_command
@@ -109,7 +176,8 @@ def apply(
             if code:
                 return code
         return apply_command(repo, modules, dry_run=dry_run, replace=replace, variants=not no_variants,
-                             bases=base or (), scales=_split([scales] if scales else None), positions=_split(at))
+                             bases=base or (), scales=_split([scales] if scales else None), positions=_split(at),
+                             installed=installed)
 
     run(command)
 
@@ -120,22 +188,23 @@ def revert(
     repo: RepoOption = Path("."),
     dry_run: DryRunOption = False,
     force: Annotated[bool, typer.Option("--force", help="Also take out code and variants edited by hand.")] = False,
+    installed: InstalledOption = False,
 ) -> None:
     """Take yolopatch's modules (and their variant YAMLs) out of the tree, byte for byte."""
     from yolopatch.commands.revert import revert as revert_command
 
-    run(lambda: revert_command(repo, modules or [], dry_run=dry_run, force=force))
+    run(lambda: revert_command(repo, modules or [], dry_run=dry_run, force=force, installed=installed))
 
 
 app.command("unpatch", help="Alias of revert.")(revert)
 
 
 @app.command()
-def status(repo: RepoOption = Path("."), as_json: JsonOption = False) -> None:
-    """Show the tree's layout and version, and what yolopatch applied."""
+def status(repo: RepoOption = Path("."), as_json: JsonOption = False, installed: InstalledOption = False) -> None:
+    """Show the tree's codebase, layout and version, and what yolopatch applied."""
     from yolopatch.commands.status import status as status_command
 
-    run(lambda: status_command(repo, as_json))
+    run(lambda: status_command(repo, as_json, installed))
 
 
 @app.command()
@@ -176,11 +245,12 @@ def demo(
     ref: RefOption = "v7.0",
     source: SourceOption = "auto",
     img: Annotated[int, typer.Option("--img", help="Image size for the GFLOPs and latency measurements.")] = 640,
+    runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model for the latency (0: none).")] = 3,
 ) -> None:
-    """The main job in one command: get YOLOv5, apply all five modules, verify base and variants."""
+    """The main job in one command: get YOLOv5, apply every module, verify base and variants."""
     from yolopatch.commands.demo import demo as demo_command
 
-    run(lambda: demo_command(dest, ref=ref, source=source, img=img))
+    run(lambda: demo_command(dest, ref=ref, source=source, img=img, runs=runs))
 
 
 CHECK_FORMATS = ("text", "json", "github")
@@ -210,7 +280,7 @@ def check(
     def command() -> int:
         try:
             return check_command(repo, build=build, output_format=output_format)
-        except YolopatchError:
+        except (YolopatchError, BrokenPipeError):
             raise
         except Exception as error:  # noqa: BLE001 - exit 1 means drift; a crash must not look like drift
             raise YolopatchError(f"internal error: {type(error).__name__}: {error} "
@@ -226,7 +296,7 @@ def verify(
     repo: RepoOption = Path("."),
     python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that builds the models (default: this one).")] = None,
     img: Annotated[int, typer.Option("--img", help="Image size for GFLOPs and latency.")] = 640,
-    runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model for the median latency (0: none).")] = 5,
+    runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model (alternating with its base) for the median latency (0: none).")] = 7,
     as_json: JsonOption = False,
 ) -> None:
     """Build each variant and its base with the tree's own YOLOv5 code: params, GFLOPs, latency, deltas.
@@ -236,6 +306,27 @@ def verify(
     from yolopatch.commands.verify import verify as verify_command
 
     run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json, runs=runs))
+
+
+@app.command()
+def weights(
+    checkpoint: Annotated[Path, typer.Argument(metavar="BASE.pt", help="Checkpoint of the base model (or of a variant).")],
+    to: Annotated[List[Path], typer.Option("--to", help="Variant YAML(s) yolopatch generated, e.g. models/yolov5s-soca.yaml.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (one --to only; default: <variant>.pt beside BASE.pt).")] = None,
+    repo: RepoOption = Path("."),
+    python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that loads the checkpoint (default: this one).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a checkpoint for a variant: every base layer's tensors moved to its new index.
+
+    The inserted layers are freshly initialised; the report gives tensors transferred per layer,
+    names any shape mismatch, and the count train.py --weights will report. Runs offline in a
+    subprocess with the tree's own code; exit 1 if a checkpoint could not be written or checked.
+    """
+    from yolopatch.commands.weights import weights as weights_command
+
+    run(lambda: weights_command(repo, checkpoint, to, out=out, python=python, force=force, as_json=as_json))
 
 
 def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`

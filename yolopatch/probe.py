@@ -2,7 +2,8 @@
 
 A standalone script, run in a subprocess with the user's interpreter::
 
-    python probe.py --root ROOT --module models.yolo [--img 640] [--runs 5] [--out FILE] CFG [CFG ...]
+    python probe.py --root ROOT --module models.yolo [--img 640] [--runs 7] [--warmup 2]
+                    [--pair BASE VARIANT]... [--out FILE] CFG [CFG ...]
 
 It imports only the standard library, torch and the tree's own code (never yolopatch, which need
 not be installed in that interpreter). ``ROOT`` goes first on ``sys.path``; ``--module`` is the
@@ -12,15 +13,21 @@ package layout). For every CFG, in one process (importing YOLOv5 costs seconds):
 - ``Model(cfg)`` in eval mode: one forward of a batch-1 ``img x img`` random image under
   ``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs (2 per multiply-add, YOLOv5's own
   GFLOPs convention; unlike thop it also sees the matrix products inside attention modules) and,
-  through forward pre-hooks, each top-level layer's input channels; then ``--runs`` timed eval
-  forwards (median, milliseconds);
+  through forward pre-hooks, each top-level layer's input channels;
 - train mode: a forward of a batch-2 image of ``min(img, 4 x largest stride)`` (the gradient check
   does not depend on the size; BatchNorm needs more than one value per channel) and a backward of
-  the sum of the output means; every parameter the backward did not reach is listed by name.
+  the sum of the output means; every parameter the backward did not reach is listed by name;
+- latency, after every model has been built and checked (so that the first model does not pay for
+  the process's warm-up): each ``--pair BASE VARIANT`` is timed together, ``--warmup`` untimed eval
+  forwards of each, then ``--runs`` rounds that time both in alternating order (base, variant;
+  variant, base; ...), so that drift (other processes, clock changes) hits both alike; other CFGs
+  are timed alone the same way. One ``{"kind": "latency", "cfg": ..., "ms": [...]}`` record per
+  timing (a variant's also holds ``base`` and its base's ``base_ms`` from the same rounds); the
+  statistics (medians, spread, noise) are the caller's.
 
 Output: JSON lines, one record per line, flushed as they come (the caller follows progress):
-``{"kind": "env", ...}`` once, then ``{"kind": "result", "cfg": ...}`` per CFG, then
-``{"kind": "done"}``; or a single ``{"kind": "fatal", ...}`` when the tree cannot be imported
+``{"kind": "env", ...}`` once, then ``{"kind": "result", "cfg": ...}`` per CFG, then the
+``latency`` records, then ``{"kind": "done"}``; or a single ``{"kind": "fatal", ...}`` when the tree cannot be imported
 (``missing_module`` names a module the interpreter lacks). With ``--out`` they go to that file;
 without, to stdout. YOLOv5 prints a lot while building: file descriptor 1 is pointed at stderr
 before the tree is imported, so its output (Python or C level) never mixes with the records.
@@ -43,7 +50,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -263,7 +269,7 @@ class Stage:
         self.name = "build"
 
 
-def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: int, stage: Stage) -> Dict[str, Any]:
+def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, stage: Stage) -> Dict[str, Any]:
     """Build ``cfg`` and measure it (see the module docstring); raises on the first failure."""
     torch.manual_seed(0)
     stage.name = "build"
@@ -300,9 +306,6 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, runs: i
         "in_channels": inputs.get(index),
     } for index, layer in enumerate(layers)]
 
-    stage.name = "latency"
-    record["latency_ms"] = latency_ms(torch, model, image, runs)
-
     stage.name = "backward"
     model.train()
     model.zero_grad(set_to_none=True)
@@ -338,18 +341,71 @@ def count_flops(torch: Any, model: Any, image: Any) -> Tuple[Optional[int], Any]
     return int(counter.get_total_flops()), output
 
 
-def latency_ms(torch: Any, model: Any, image: Any, runs: int) -> Optional[float]:
-    """Median wall time of ``runs`` eval forwards after one warm-up, in milliseconds."""
-    if runs <= 0:
-        return None
-    times = []
+def alternating_times(torch: Any, models: Sequence[Any], image: Any, runs: int, warmup: int) -> List[List[float]]:
+    """Milliseconds of ``runs`` eval forwards of each model, after ``warmup`` untimed ones each.
+
+    Round r times the models in order, round r + 1 in reverse order (ABBA...): a slow stretch of
+    the machine falls on all of them, and none always runs right after another.
+    """
+    times: List[List[float]] = [[] for _ in models]
     with torch.no_grad():
-        model(image)
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(image)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
+        for _ in range(warmup):
+            for model in models:
+                model(image)
+        for round_ in range(runs):
+            order = list(range(len(models)))
+            for index in (order if round_ % 2 == 0 else order[::-1]):
+                start = time.perf_counter()
+                models[index](image)
+                times[index].append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def latency_groups(cfgs: Sequence[str], pairs: Sequence[Sequence[str]]) -> List[Tuple[str, List[str]]]:
+    """(base, [its variants]) for every base of ``pairs``, then (cfg, []) for every other CFG."""
+    groups: Dict[str, List[str]] = {}
+    paired = set()
+    for base, variant in pairs:
+        groups.setdefault(base, []).append(variant)
+        paired.update((base, variant))
+    return list(groups.items()) + [(cfg, []) for cfg in cfgs if cfg not in paired]
+
+
+def time_models(torch: Any, build: Callable[[str], Any], cfgs: Sequence[str], pairs: Sequence[Sequence[str]],
+                img: int, runs: int, warmup: int, failed: Sequence[str], records: "Records") -> None:
+    """The latency phase: one ``latency`` record per variant (with its base's times from the same
+    rounds), per base (all its rounds) and per other CFG. Models that failed earlier are skipped."""
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, img, img)
+    for base_cfg, variant_cfgs in latency_groups(cfgs, pairs):
+        if base_cfg in failed:
+            continue
+        try:
+            base = _eval_model(build, base_cfg)
+            base_ms: List[float] = []
+            for variant_cfg in variant_cfgs:
+                if variant_cfg in failed:
+                    continue
+                variant = _eval_model(build, variant_cfg)
+                mine, theirs = alternating_times(torch, [variant, base], image, runs, warmup)
+                base_ms += theirs
+                records.write({"kind": "latency", "cfg": variant_cfg, "ms": mine, "base": base_cfg,
+                               "base_ms": theirs})
+                del variant
+                gc.collect()
+            if not base_ms:  # no variants, or all of them failed: the base alone
+                base_ms = alternating_times(torch, [base], image, runs, warmup)[0]
+            records.write({"kind": "latency", "cfg": base_cfg, "ms": base_ms})
+            del base
+            gc.collect()
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - built fine before; report, go on
+            records.write({"kind": "latency", "cfg": base_cfg, "ms": [], "error": _last_line(error)})
+
+
+def _eval_model(build: Callable[[str], Any], cfg: str) -> Any:
+    model = build(cfg)
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +428,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--root", required=True, help="the folder to put first on sys.path")
     parser.add_argument("--module", required=True, help="dotted name of the tree's yolo.py")
     parser.add_argument("--img", type=int, default=640, help="image size for FLOPs, latency and backward")
-    parser.add_argument("--runs", type=int, default=5, help="timed eval forwards per model (0: no timing)")
+    parser.add_argument("--runs", type=int, default=7, help="timed eval forwards per model (0: no timing)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed eval forwards per model before timing")
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASE", "VARIANT"),
+                        help="time VARIANT against BASE in alternating rounds (both must be among the CFGs)")
     parser.add_argument("--out", help="write the JSON-lines records here instead of stdout")
     parser.add_argument("cfgs", nargs="+", help="model YAMLs")
     return parser.parse_args(argv)
@@ -405,23 +464,27 @@ def run(args: argparse.Namespace, records: Records) -> int:
         flop_counter = False
     records.write({"kind": "env", "python": sys.version.split()[0], "executable": sys.executable,
                    "torch": torch.__version__, "module_file": module.__file__, "flop_counter": flop_counter,
+                   "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                    "network_attempts": _take_attempts()})
-    failed = 0
+    failed = []
     for cfg in args.cfgs:
-        record = _one(torch, build, cfg, args.img, args.runs)
+        record = _one(torch, build, cfg, args.img)
         gc.collect()  # free the last model (and its gradients) before building the next
         records.write(record)
-        failed += record["error"] is not None
-    records.write({"kind": "done", "failed": failed})
+        if record["error"] is not None:
+            failed.append(cfg)
+    if args.runs > 0:
+        time_models(torch, build, args.cfgs, args.pair, args.img, args.runs, args.warmup, failed, records)
+    records.write({"kind": "done", "failed": len(failed)})
     return 1 if failed else 0
 
 
-def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int, runs: int) -> Dict[str, Any]:
+def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int) -> Dict[str, Any]:
     stage = Stage()
     start = time.perf_counter()
     record: Dict[str, Any] = {"kind": "result", "cfg": cfg}
     try:
-        record.update(measure(torch, build, cfg, img, runs, stage))
+        record.update(measure(torch, build, cfg, img, stage))
         record["error"] = None
     except (Exception, SystemExit) as error:  # noqa: BLE001 - every failure becomes a record
         record.update(error=_last_line(error), stage=stage.name, traceback=traceback.format_exc())

@@ -5,9 +5,15 @@ interpreter (default: this one), the tree's import root first on its path, and b
 YAML in one process (importing YOLOv5 costs seconds). It reports, per model, parameters, FLOPs of an
 eval forward at ``img x img`` (``torch.utils.flop_counter``: 2 FLOPs per multiply-add, YOLOv5's
 GFLOPs convention, matrix products inside attention included; element-wise work is not counted),
-the median latency of ``runs`` eval forwards on the CPU, the output shapes, and whether a
-train-mode backward (batch 2, ``min(img, 4 x largest stride)``) reached every parameter. The probe
-runs offline: the tree's download attempts fail at once and are reported as warnings.
+the output shapes, whether a train-mode backward (batch 2, ``min(img, 4 x largest stride)``)
+reached every parameter, and the latency of eval forwards on the CPU. The probe runs offline: the
+tree's download attempts fail at once and are reported as warnings.
+
+Latency is measured after every model has been built, each variant together with its base:
+``warmup`` untimed forwards each, then ``runs`` rounds timing both in alternating order. A model's
+latency is the median of its runs, shown with half its interquartile range; a variant's delta is
+the median of its paired differences with the base (same round), and is marked as noise when the
+middle half of those differences includes zero (``latency_delta``).
 
 A variant is compared with its base (named in its header, beside it): the parameter delta must be
 exactly what the catalogue's formulas give for the inserted layers at the input widths the probe
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import shutil
 import subprocess
 import sys
@@ -36,12 +43,13 @@ import yaml
 from yolopatch import catalog, ui, variants
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
-from yolopatch.commands.variant import generated_variants
+from yolopatch.variant_files import generated_variants
 from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.tree import Tree, locate
 
 BASE, VARIANT, MODEL = "base", "variant", "model"
-DEFAULT_RUNS = 5  # timed eval forwards per model; the median is reported
+DEFAULT_RUNS = 7  # timed eval forwards per model; the median is reported
+DEFAULT_WARMUP = 2  # untimed eval forwards per model before timing
 IDLE_TIMEOUT_S = 900.0  # no record from the probe for this long: it is stuck, kill it
 
 
@@ -95,11 +103,9 @@ def _target(path: Path) -> Target:
 
 
 def _existing(tree: Tree, cfg: Path) -> Path:
-    for candidate in (cfg, tree.root / cfg, tree.models_dir / cfg, tree.models_dir / "hub" / cfg):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, models/, models/hub/)",
-                         hint="pass a path to an existing model YAML")
+    from yolopatch.paths import resolve_model_yaml
+
+    return resolve_model_yaml(tree, cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +119,7 @@ class ProbeRun:
     command: List[str]
     env: Dict[str, Any] = field(default_factory=dict)
     results: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # keyed by the cfg path as passed
+    latency: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # the probe's latency records, by cfg
     log: str = ""  # everything the probe (and YOLOv5) printed
     timed_out: Optional[float] = None  # stopped after this many seconds without a record
 
@@ -128,13 +135,24 @@ def resolve_python(python: Optional[str]) -> str:
 
 
 def probe_command(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
-                  out: Optional[Path] = None) -> List[str]:
-    """The command line that runs the probe on ``cfgs`` (``out``: JSON-lines file, else stdout)."""
+                  out: Optional[Path] = None, pairs: Sequence[Tuple[Path, Path]] = ()) -> List[str]:
+    """The command line that runs the probe on ``cfgs`` (``out``: JSON-lines file, else stdout);
+    each (base, variant) of ``pairs`` is timed in alternating rounds."""
     command = [python, str(probe_path()), "--root", str(tree.import_root),
-               "--module", f"{tree.models_module}.yolo", "--img", str(img), "--runs", str(runs)]
+               "--module", f"{tree.models_module}.yolo", "--img", str(img), "--runs", str(runs),
+               "--warmup", str(DEFAULT_WARMUP)]
+    for base, variant in pairs:
+        command += ["--pair", str(base), str(variant)]
     if out is not None:
         command += ["--out", str(out)]
     return command + [str(cfg) for cfg in cfgs]
+
+
+def latency_pairs(chosen: Sequence[Target]) -> List[Tuple[Path, Path]]:
+    """(base, variant) for every variant among ``chosen`` whose base is also built."""
+    built = {target.path for target in chosen}
+    return [(target.base, target.path) for target in chosen
+            if target.role == VARIANT and target.base is not None and target.base in built]
 
 
 def reproduce_command(python: str, tree: Tree, cfg: Path, img: int) -> str:
@@ -144,7 +162,7 @@ def reproduce_command(python: str, tree: Tree, cfg: Path, img: int) -> str:
 
 def run_probe(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
               on_record: Optional[Callable[[Dict[str, Any]], None]] = None,
-              idle_timeout: float = IDLE_TIMEOUT_S) -> ProbeRun:
+              idle_timeout: float = IDLE_TIMEOUT_S, pairs: Sequence[Tuple[Path, Path]] = ()) -> ProbeRun:
     """Run the probe on ``cfgs`` in one subprocess; ``on_record`` sees each record as it arrives.
 
     Raises YolopatchError when the tree cannot be imported at all (one line; a missing module is
@@ -153,7 +171,7 @@ def run_probe(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int
     """
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as folder:
         out, log_path = Path(folder) / "records.jsonl", Path(folder) / "probe.log"
-        command = probe_command(python, tree, cfgs, img, runs, out)
+        command = probe_command(python, tree, cfgs, img, runs, out, pairs)
         run = ProbeRun(command)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
         with log_path.open("wb") as log:
@@ -212,6 +230,8 @@ def _store(run: ProbeRun, record: Dict[str, Any]) -> None:
         run.env["fatal"] = record
     elif kind == "result":
         run.results[record["cfg"]] = record
+    elif kind == "latency":
+        run.latency[record["cfg"]] = record
 
 
 def _fatal_error(python: str, tree: Tree, fatal: Dict[str, Any], by_hand: str) -> YolopatchError:
@@ -226,6 +246,50 @@ def _fatal_error(python: str, tree: Tree, fatal: Dict[str, Any], by_hand: str) -
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Latency statistics
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and quartiles of a list of milliseconds."""
+
+    median: float
+    q1: float
+    q3: float
+
+    @property
+    def half_iqr(self) -> float:
+        return (self.q3 - self.q1) / 2
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Optional["Spread"]:
+        if not values:
+            return None
+        if len(values) == 1:
+            return cls(values[0], values[0], values[0])
+        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(median, q1, q3)
+
+
+@dataclass(frozen=True)
+class LatencyDelta:
+    """A variant's latency against its base's, from the same alternating rounds."""
+
+    median: float  # median of the paired differences variant - base, ms
+    spread: Spread  # of the paired differences
+    noise: bool  # the middle half of the paired differences includes zero
+
+
+def latency_delta(mine: Sequence[float], base: Sequence[float]) -> Optional[LatencyDelta]:
+    """Paired by round: round i of the variant against round i of its base."""
+    differences = [a - b for a, b in zip(mine, base)]
+    spread = Spread.of(differences)
+    if spread is None:
+        return None
+    return LatencyDelta(spread.median, spread, noise=spread.q1 <= 0.0 <= spread.q3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,6 +321,8 @@ class ModelResult:
     record: Dict[str, Any]
     reproduce: str
     base_record: Optional[Dict[str, Any]] = None
+    latency_runs: List[float] = field(default_factory=list)  # this model's timed forwards, ms
+    base_latency_runs: List[float] = field(default_factory=list)  # variants: its base's, same rounds
     inserted: List[Inserted] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -273,10 +339,23 @@ class ModelResult:
     def error(self) -> Optional[str]:
         return self.problems[0] if self.problems else None
 
+    @property
+    def latency(self) -> Optional[Spread]:
+        return Spread.of(self.latency_runs)
+
+    @property
+    def latency_delta(self) -> Optional[LatencyDelta]:
+        return latency_delta(self.latency_runs, self.base_latency_runs)
+
     def value(self, name: str) -> Any:
+        if name == "latency_ms":
+            return None if self.latency is None else self.latency.median
         return self.record.get(name)
 
     def delta(self, name: str) -> Optional[float]:
+        if name == "latency_ms":
+            paired = self.latency_delta
+            return None if paired is None else paired.median
         mine = self.value(name)
         theirs = None if self.base_record is None else self.base_record.get(name)
         return None if mine is None or theirs is None else mine - theirs
@@ -294,6 +373,11 @@ def judge(tree: Tree, target_list: Sequence[Target], run: ProbeRun, python: str,
     for target in target_list:
         record = run.results.get(str(target.path))
         result = ModelResult(target, record or {}, reproduce_command(python, tree, target.path, img))
+        timing = run.latency.get(str(target.path)) or {}
+        result.latency_runs = list(timing.get("ms") or [])
+        result.base_latency_runs = list(timing.get("base_ms") or [])
+        if timing.get("error"):
+            result.notes.append(f"latency not measured: {timing['error']}")
         if record is None and run.timed_out:
             result.problems.append(f"no result: the probe was stopped after {run.timed_out:.0f} s without progress")
         elif record is None:
@@ -390,7 +474,7 @@ def build_cfgs(tree: Tree, cfgs: Sequence[Path], *, python: Optional[str] = None
     interpreter = resolve_python(python)
     chosen = targets(tree, [Path(cfg) for cfg in cfgs])
     run = _run_with_progress(interpreter, tree, chosen, img, runs) if progress else \
-        run_probe(interpreter, tree, [target.path for target in chosen], img, runs)
+        run_probe(interpreter, tree, [target.path for target in chosen], img, runs, pairs=latency_pairs(chosen))
     return judge(tree, chosen, run, interpreter, img)
 
 
@@ -409,15 +493,15 @@ def verify(repo: Path, cfgs: Sequence[Path] = (), *, python: Optional[str] = Non
     if as_json:
         ui.print_json(to_json(tree, interpreter, run, img, results, attempts))
     else:
-        _print_table(tree, run, img, results)
+        _print_table(tree, run, img, results, runs)
     for result in results:
         if not result.ok:
-            ui.error(f"{tree.relative(result.cfg)}: {result.error}")
+            ui.error(f"{ui.display_path(result.cfg)}: {result.error}")
             for problem in result.problems[1:]:
                 ui.info(f"  also: {problem}")
             ui.info(f"  reproduce: {result.reproduce}")
         for note in result.notes:
-            ui.info(f"note: {tree.relative(result.cfg)}: {note}")
+            ui.info(f"note: {ui.display_path(result.cfg)}: {note}")
     for attempt in attempts:
         ui.info(f"warning: the tree attempted network access, blocked: {attempt}")
     return 0 if all(result.ok for result in results) else 1
@@ -427,17 +511,19 @@ def _run_with_progress(python: str, tree: Tree, chosen: Sequence[Target], img: i
     """run_probe with a Rich progress bar on stderr, one step per model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    names = [tree.relative(target.path) for target in chosen]
+    names = [ui.display_path(target.path) for target in chosen]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=ui.stderr, transient=True, disable=not ui.stderr.is_terminal) as progress:
         task = progress.add_task(f"importing {tree.models_module}.yolo", total=len(chosen))
 
         def on_record(record: Dict[str, Any]) -> None:
             done = int(progress.tasks[0].completed) + (record.get("kind") == "result")
-            upcoming = f"building {names[done]}" if done < len(names) else "finishing"
+            upcoming = f"building {names[done]}" if done < len(names) else \
+                (f"timing (base and variant alternating, {runs} runs each)" if runs else "finishing")
             progress.update(task, completed=done, description=upcoming)
 
-        return run_probe(python, tree, [target.path for target in chosen], img, runs, on_record)
+        return run_probe(python, tree, [target.path for target in chosen], img, runs, on_record,
+                         pairs=latency_pairs(chosen))
 
 
 def _network_attempts(run: ProbeRun) -> List[str]:
@@ -462,17 +548,52 @@ def _short(tree: Tree, path: Path) -> str:
         return tree.relative(path)
 
 
-def _print_table(tree: Tree, run: ProbeRun, img: int, results: Sequence[ModelResult]) -> None:
+def _latency_cell(result: ModelResult) -> str:
+    """``212.3 ±4.1``: the median and half the interquartile range of the model's runs."""
+    spread = result.latency
+    return "-" if spread is None else f"{spread.median:,.1f} ±{spread.half_iqr:,.1f}"
+
+
+def _latency_delta_cell(result: ModelResult) -> str:
+    """``+3.2``, or ``+0.4 (noise)`` when the paired differences straddle zero."""
+    paired = result.latency_delta
+    if paired is None:
+        return "-"
+    return f"{paired.median:+,.1f}" + (" (noise)" if paired.noise else "")
+
+
+BUSY_SPREAD = 0.10  # half the interquartile range above this share of the median: a busy machine
+
+
+def busy_models(results: Sequence[ModelResult]) -> List[ModelResult]:
+    """Models whose timed runs spread too much for their latency deltas to mean much."""
+    return [result for result in results
+            if result.latency is not None and result.latency.half_iqr > BUSY_SPREAD * result.latency.median]
+
+
+def _print_table(tree: Tree, run: ProbeRun, img: int, results: Sequence[ModelResult], runs: int) -> None:
     """One row per model (measurements and deltas), then one row per inserted layer."""
+    threads = run.env.get("threads")
     title = (f"verify {tree.root}: python {run.env.get('python', '?')}, torch {run.env.get('torch', '?')}, "
-             f"CPU, image {img}x{img}")
+             f"CPU{f' ({threads} threads)' if threads else ''}, image {img}x{img}")
     rows = [[
         _short(tree, result.cfg), _number(result.value("params")), _number(result.delta("params"), signed=True),
         _number(result.value("gflops"), 2), _number(result.delta("gflops"), 2, signed=True),
-        _number(result.value("latency_ms"), 1), _number(result.delta("latency_ms"), 1, signed=True),
+        _latency_cell(result), _latency_delta_cell(result),
         "ok" if result.ok else "FAILED",
     ] for result in results]
     ui.table(title, ["model", "params", "Δ params", "GFLOPs", "Δ GFLOPs", "latency ms", "Δ ms", "status"], rows)
+    if any(result.latency_runs for result in results):
+        ui.stdout.print(f"latency: median of {runs} timed forwards (batch 1) after {DEFAULT_WARMUP} untimed ones, "
+                        "each variant alternating with its base; ±: half the interquartile range; Δ ms: median "
+                        "of the paired differences, (noise) when their middle half includes 0.",
+                        markup=False, soft_wrap=False, style="dim")
+        busy = busy_models(results)
+        if busy:
+            ui.stdout.print(f"note: the latency of {len(busy)} model(s) spread over more than "
+                            f"{BUSY_SPREAD:.0%} of their median: the machine was busy; run `yolopatch verify` "
+                            "on an idle machine (or with more --runs) before reading the latency deltas.",
+                            markup=False, soft_wrap=False)
     layers = [[_short(tree, result.cfg), layer.layer, layer.class_name, layer.in_channels, _number(layer.params),
                "-" if layer.expected_params is None else _number(layer.expected_params),
                "ok" if layer.ok else "MISMATCH"]
@@ -490,9 +611,12 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
          "torch": str, "img": int, "ok": bool, "network_attempts": [str],
          "models": [{"cfg": str (relative to root), "role": "base"|"variant"|"model",
                      "base": str|null, "modules": [key], "ok": bool, "params": int|null,
-                     "gflops": float|null, "latency_ms": float|null, "output_shapes": nested list,
+                     "gflops": float|null, "latency_ms": float|null (median),
+                     "latency_spread_ms": float|null (half the interquartile range),
+                     "latency_runs_ms": [float], "output_shapes": nested list,
                      "backward_ok": bool, "backward_img": int|null, "params_without_grad": [str],
-                     "delta": {"params": int, "gflops": float, "latency_ms": float}|null,
+                     "delta": {"params": int, "gflops": float, "latency_ms": float (median of the
+                               paired differences), "latency_noise": bool}|null,
                      "inserted": [{"layer": int, "class": str, "module": str, "in_channels": int,
                                    "params": int, "expected_params": int|null, "ok": bool}],
                      "problems": [str], "notes": [str], "error": str|null, "stage": str|null,
@@ -504,6 +628,8 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
         delta = None
         if result.base_record is not None:
             delta = {name: result.delta(name) for name in ("params", "gflops", "latency_ms")}
+            paired = result.latency_delta
+            delta["latency_noise"] = None if paired is None else paired.noise
         models.append({
             "cfg": tree.relative(target.path),
             "role": target.role,
@@ -512,7 +638,9 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
             "ok": result.ok,
             "params": record.get("params"),
             "gflops": record.get("gflops"),
-            "latency_ms": record.get("latency_ms"),
+            "latency_ms": result.value("latency_ms"),
+            "latency_spread_ms": None if result.latency is None else result.latency.half_iqr,
+            "latency_runs_ms": result.latency_runs,
             "output_shapes": record.get("output_shapes"),
             "backward_ok": bool(record.get("backward_ok")),
             "backward_img": record.get("backward_img"),
