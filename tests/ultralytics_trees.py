@@ -19,7 +19,7 @@ from typing import Callable, Dict
 
 import pytest
 
-from tests.yolov5_trees import cache_root
+from tests.yolov5_trees import cache_lock, cache_root
 
 # One release per registration shape (checked with `pip index versions ultralytics`, 2026-11-28):
 # the last 8.0.x (inline tuple), 8.1.x and 8.2.x (inline set), 8.3.0 (inline set, YOLO11 configs),
@@ -53,6 +53,11 @@ def source_tree(version: str) -> Path:
     """The cached, read-only tree of ``version`` (a key of VERSIONS or a full version)."""
     full = VERSIONS.get(version, version)
     target = cache_root() / "ultralytics" / full
+    with cache_lock():
+        return _unpacked(full, target)
+
+
+def _unpacked(full: str, target: Path) -> Path:
     if not (target / "ultralytics" / "nn" / "tasks.py").is_file():
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

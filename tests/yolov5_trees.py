@@ -41,6 +41,19 @@ def cache_root() -> Path:
     return root
 
 
+_LOCKS: Dict[str, "filelock.FileLock"] = {}
+
+
+def cache_lock() -> "filelock.FileLock":
+    """The one lock on the test cache: pytest-xdist workers fill it one at a time (reentrant in a process)."""
+    import filelock
+
+    path = str(cache_root() / ".lock")
+    if path not in _LOCKS:
+        _LOCKS[path] = filelock.FileLock(path)
+    return _LOCKS[path]
+
+
 def wheel(version: str) -> Path:
     """The cached wheel of ``yolov5==version``, downloaded on first use."""
     folder = cache_root() / "wheels"
@@ -161,12 +174,13 @@ def _rewrite_file_always(path: Path, transformer: cst.CSTTransformer) -> None:
 def source_tree(version: str, layout: str) -> Path:
     """The cached, read-only tree of ``version`` (a key of VERSIONS or a full version) in ``layout``."""
     full = VERSIONS.get(version, version)
-    if layout == "package":
-        return _unpacked_package(full)
-    if layout == "checkout":
-        return _unpacked_checkout(full)
-    if layout == "master":
-        return _unpacked_master()
+    with cache_lock():
+        if layout == "package":
+            return _unpacked_package(full)
+        if layout == "checkout":
+            return _unpacked_checkout(full)
+        if layout == "master":
+            return _unpacked_master()
     raise ValueError(f"unknown layout {layout!r}")
 
 

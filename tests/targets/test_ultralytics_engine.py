@@ -17,7 +17,7 @@ import pytest
 
 from tests import ultralytics_trees
 from tests.ultralytics_trees import ultralytics_tree  # noqa: F401  (the fixture)
-from tests.yolov5_trees import cache_root, snapshot
+from tests.yolov5_trees import cache_lock, cache_root, snapshot
 from yolopatch import catalog
 from yolopatch.commands.apply import apply
 from yolopatch.commands.revert import revert
@@ -85,6 +85,11 @@ def test_installed_copy_needs_the_flag(tmp_path: Path) -> None:
 def _packaged(name: str, version: str) -> Path:
     """A wheel of another YOLO codebase from the package index, unpacked into the test cache."""
     folder = cache_root() / "others" / f"{name}-{version}"
+    with cache_lock():
+        return _unpack_packaged(name, version, folder)
+
+
+def _unpack_packaged(name: str, version: str, folder: Path) -> Path:
     if not folder.is_dir():
         wheels = cache_root() / "others" / "wheels"
         subprocess.run([sys.executable, "-m", "pip", "download", f"{name}=={version}", "--no-deps", "--only-binary",
