@@ -1,6 +1,7 @@
-"""CLI speed: `yolopatch list` and `yolopatch apply all` / `revert` wall time on a real 7.0 tree.
+"""CLI speed: `list`, `check`, `apply all` / `revert` wall time on a real 7.0 tree and an Ultralytics 8.4 tree.
 
-Targets (issue 3): list under 0.3 s wall; apply all on a 7.0 tree under 1.5 s on the 2-core machine.
+Targets: list under 0.3 s outside a tree and 0.4 s inside one, check under 0.4 s on a patched tree,
+apply all under 1.5 s (YOLOv5 7.0 and Ultralytics) on the 2-core machine.
 Each command runs as a fresh process (what a user types), several times; the table shows the median
 and the best. The tree comes from the `yolov5` package on the package index (cached by the tests).
 
@@ -21,9 +22,10 @@ from typing import List, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import yolov5_trees  # noqa: E402
+from tests import ultralytics_trees, yolov5_trees  # noqa: E402
 
-TARGETS = {"list": 0.3, "apply all": 1.5}
+TARGETS = {"list": 0.3, "list (in a 7.0 tree)": 0.4, "check (7.0 tree, all applied)": 0.4, "apply all": 1.5,
+           "apply all (ultralytics 8.4)": 1.5}
 
 
 def wall(command: Sequence[str], cwd: Path) -> float:
@@ -41,14 +43,20 @@ def main(argv: List[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         outside = Path(scratch)
         tree = yolov5_trees.make_tree("7.0", "checkout", outside / "yolov5")
+        ultralytics = ultralytics_trees.make_tree("8.4.190", outside / "ultralytics")
         cases = {
             "list": (yolopatch + ["list"], outside, None),
+            "list (in a 7.0 tree)": (yolopatch + ["list"], tree, None),
             "list --json (in a 7.0 tree)": (yolopatch + ["list", "--json"], tree, None),
+            "check (7.0 tree, all applied)": (yolopatch + ["check"], tree, None),
+            "apply all (ultralytics 8.4)": (yolopatch + ["apply", "all"], ultralytics, yolopatch + ["revert"]),
             "apply all": (yolopatch + ["apply", "all"], tree, yolopatch + ["revert"]),
             "apply all --no-variants": (yolopatch + ["apply", "all", "--no-variants"], tree, yolopatch + ["revert"]),
-            "revert (all five applied)": (yolopatch + ["revert"], tree, yolopatch + ["apply", "all"]),
+            "revert (all applied)": (yolopatch + ["revert"], tree, yolopatch + ["apply", "all"]),
         }
         for name, (command, cwd, undo) in cases.items():
+            if name.startswith("check"):
+                wall(yolopatch + ["apply", "all"], cwd)
             if name.startswith("revert"):
                 wall(undo, cwd)  # type: ignore[arg-type]
             times = []
@@ -56,8 +64,8 @@ def main(argv: List[str]) -> None:
                 times.append(wall(command, cwd))
                 if undo is not None:
                     wall(undo, cwd)
-            if name.startswith("revert"):
-                wall(command, cwd)
+            if name.startswith(("revert", "check")):
+                wall(yolopatch + ["revert"], cwd)
             target = TARGETS.get(name)
             rows.append((name, statistics.median(times), min(times), target))
         shutil.rmtree(tree)
