@@ -29,7 +29,7 @@ from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence
 import libcst as cst
 import libcst.matchers as m
 
-from yolopatch.transforms import common_py, lossless, markers
+from yolopatch.transforms import common_py, if_chain, lossless, markers
 from yolopatch.transforms.common_py import ImportSpec, Template
 from yolopatch.transforms.markers import Marker
 
@@ -403,8 +403,8 @@ def channel_set(source: str) -> ChannelSet:
 def registered(source: str) -> Dict[str, str]:
     """yolopatch's parse_model branches: key -> class name."""
     found = {}
-    for link in _chain(_channel_chain(_parse_model(parse(source)))):
-        key, name = _key_of(link), _identity_name(link)
+    for link in if_chain.chain(_channel_chain(_parse_model(parse(source)))):
+        key, name = _key_of(link), if_chain.identity_name(link)
         if key is not None and name is not None:
             found[key] = name
     return found
@@ -416,15 +416,15 @@ def register(source: str, class_name: str, key: str, shape: str = WIDTH) -> str:
     tree = parse(source)
     function = _parse_model(tree)
     head = _channel_chain(function)
-    links = _chain(head)
+    links = if_chain.chain(head)
     branch = cst.parse_statement(branch_code(class_name, key, shape), config=tree.config_for_parsing)
     assert isinstance(branch, cst.If)
     position = next((i for i, link in enumerate(links) if _key_of(link) == key), None)
     if position is None:
-        new_head = _rebuild(links, branch.with_changes(orelse=links[-1].orelse))
+        new_head = if_chain.rebuild(links, branch.with_changes(orelse=links[-1].orelse))
     else:
         restored = branch.with_changes(leading_lines=links[position].leading_lines)
-        new_head = _rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
+        new_head = if_chain.rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
     if cst.Module(body=[new_head]).code == cst.Module(body=[head]).code:
         return source
     return _with_function(tree, function, function.deep_replace(head, new_head)).code
@@ -435,11 +435,11 @@ def unregister(source: str, key: str) -> str:
     tree = parse(source)
     function = _parse_model(tree)
     head = _channel_chain(function)
-    links = _chain(head)
+    links = if_chain.chain(head)
     kept = [link for link in links if _key_of(link) != key]
     if len(kept) == len(links):
         return source
-    return _with_function(tree, function, function.deep_replace(head, _rebuild(kept, links[-1].orelse))).code
+    return _with_function(tree, function, function.deep_replace(head, if_chain.rebuild(kept, links[-1].orelse))).code
 
 
 def _parse_model(tree: cst.Module) -> cst.FunctionDef:
@@ -457,22 +457,6 @@ _MEMBERSHIP = m.Comparison(
     left=m.Name("m"),
     comparisons=[m.ComparisonTarget(operator=m.In(), comparator=m.List() | m.Tuple() | m.Set() | m.Name())],
 )
-_IDENTITY = m.Comparison(left=m.Name("m"), comparisons=[m.ComparisonTarget(operator=m.Is())])
-
-
-def _membership_ifs(statements: Iterable[cst.CSTNode]) -> Iterator[cst.If]:
-    """Every ``if m in <container or name>`` in ``statements``, outermost first."""
-    for statement in statements:
-        if isinstance(statement, cst.If):
-            if m.matches(statement.test, _MEMBERSHIP):
-                yield statement
-            yield from _membership_ifs(statement.body.body)
-            if isinstance(statement.orelse, cst.If):
-                yield from _membership_ifs([statement.orelse])
-            elif isinstance(statement.orelse, cst.Else):
-                yield from _membership_ifs(statement.orelse.body.body)
-        elif isinstance(statement, (cst.For, cst.While, cst.With, cst.Try)):
-            yield from _membership_ifs(statement.body.body)
 
 
 def _members(container: _Container) -> Tuple[str, ...]:
@@ -495,32 +479,12 @@ def _named_container(function: cst.FunctionDef, name: str) -> Optional[_Containe
 
 
 def _channel_chain(function: cst.FunctionDef) -> cst.If:
-    for candidate in _membership_ifs(function.body.body):
+    for candidate in if_chain.membership_ifs(function.body.body, _MEMBERSHIP):
         comparator = candidate.test.comparisons[0].comparator  # type: ignore[attr-defined]
         container = _named_container(function, comparator.value) if isinstance(comparator, cst.Name) else comparator
         if container is not None and _ANCHOR in _members(container):
             return candidate
     raise ParseModelNotFound("parse_model has no `if m in {...}` (or `m in base_modules`) listing Conv")
-
-
-def _chain(node: cst.If) -> List[cst.If]:
-    links = [node]
-    while isinstance(links[-1].orelse, cst.If):
-        links.append(links[-1].orelse)
-    return links
-
-
-def _rebuild(links: Sequence[cst.If], tail: Union[cst.If, cst.Else, None]) -> Union[cst.If, cst.Else, None]:
-    result = tail
-    for link in reversed(links):
-        result = link.with_changes(orelse=result)
-    return result
-
-
-def _identity_name(link: cst.If) -> Optional[str]:
-    if m.matches(link.test, _IDENTITY):
-        return cst.helpers.get_full_name_for_node(link.test.comparisons[0].comparator)  # type: ignore[attr-defined]
-    return None
 
 
 # --- names the tree already uses --------------------------------------------------------------------------

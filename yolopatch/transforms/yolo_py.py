@@ -18,13 +18,13 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from yolopatch.transforms import lists, lossless, markers
+from yolopatch.transforms import if_chain, lists, lossless, markers
 from yolopatch.transforms.markers import Marker
 
 Container = Union[cst.List, cst.Tuple, cst.Set]
@@ -33,7 +33,6 @@ _MEMBERSHIP = m.Comparison(
     left=m.Name("m"),
     comparisons=[m.ComparisonTarget(operator=m.In(), comparator=m.List() | m.Tuple() | m.Set())],
 )
-_IDENTITY = m.Comparison(left=m.Name("m"), comparisons=[m.ComparisonTarget(operator=m.Is())])
 _ANCHORS = ("Conv", "nn.Conv2d")
 
 
@@ -96,49 +95,12 @@ def _container(node: cst.If) -> Container:
     return node.test.comparisons[0].comparator  # type: ignore[attr-defined,return-value]
 
 
-def _membership_ifs(statements: Sequence[cst.CSTNode]) -> Iterator[cst.If]:
-    """Every ``if m in <list|tuple|set>`` in ``statements``, outermost first (a plain walk: matchers'
-    findall over parse_model costs more than the whole edit)."""
-    for statement in statements:
-        if isinstance(statement, cst.If):
-            if m.matches(statement.test, _MEMBERSHIP):
-                yield statement
-            yield from _membership_ifs(statement.body.body)
-            if isinstance(statement.orelse, cst.If):
-                yield from _membership_ifs([statement.orelse])
-            elif isinstance(statement.orelse, cst.Else):
-                yield from _membership_ifs(statement.orelse.body.body)
-        elif isinstance(statement, (cst.For, cst.While, cst.With, cst.Try)):
-            yield from _membership_ifs(statement.body.body)
-
-
 def _channel_chain(function: cst.FunctionDef) -> cst.If:
-    for candidate in _membership_ifs(function.body.body):
+    for candidate in if_chain.membership_ifs(function.body.body, _MEMBERSHIP):
         names = {_element_name(element) for element in _container(candidate).elements}  # type: ignore[arg-type]
         if names & set(_ANCHORS):
             return candidate
     raise ParseModelNotFound("parse_model has no `if m in [...]` branch listing Conv")
-
-
-def _chain(node: cst.If) -> List[cst.If]:
-    links = [node]
-    while isinstance(links[-1].orelse, cst.If):
-        links.append(links[-1].orelse)
-    return links
-
-
-def _rebuild(links: Sequence[cst.If], tail: Union[cst.If, cst.Else, None]) -> Union[cst.If, cst.Else, None]:
-    """Re-link ``links`` as an if/elif chain ending in ``tail``."""
-    result = tail
-    for link in reversed(links):
-        result = link.with_changes(orelse=result)
-    return result
-
-
-def _identity_name(node: cst.If) -> Optional[str]:
-    if m.matches(node.test, _IDENTITY):
-        return cst.helpers.get_full_name_for_node(node.test.comparisons[0].comparator)  # type: ignore[attr-defined]
-    return None
 
 
 @lru_cache(maxsize=32)
@@ -187,7 +149,7 @@ def editable_ranges(source: str, replacing: Sequence[str] = ()) -> Tuple[Tuple[i
     (``--replace``) the whole of parse_model (hand-made branches and list entries of those names go)."""
     function, spans = _located_spans(source)
     ranges = []
-    for link in _chain(_channel_chain(function)):
+    for link in if_chain.chain(_channel_chain(function)):
         if markers.marker_of(link) is not None:
             ranges.append((spans[link][0], spans[link.body][1]))
     if replacing:
@@ -229,9 +191,9 @@ def _registrations(source: str) -> Tuple[Registration, ...]:
     function, positions = _located_function(source)
     head = _channel_chain(function)
     found: List[Registration] = []
-    for link in _chain(head):
+    for link in if_chain.chain(head):
         line = positions[link]
-        name = _identity_name(link)
+        name = if_chain.identity_name(link)
         marker = markers.marker_of(link)
         if name is not None:
             shape = _branch_shape(link, name, marker.key) if marker is not None else None
@@ -260,15 +222,15 @@ def register(source: str, class_name: str, key: str, registration: str = "width"
 def register_module(module: cst.Module, class_name: str, key: str, registration: str = "width") -> cst.Module:
     """``register`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
-    links = _chain(head)
+    links = if_chain.chain(head)
     branch = cst.parse_statement(branch_code(class_name, key, registration), config=module.config_for_parsing)
     assert isinstance(branch, cst.If)
     position = next((i for i, link in enumerate(links) if (markers.marker_of(link) or Marker("")).key == key), None)
     if position is None:
-        new_head = _rebuild(links, branch.with_changes(orelse=links[-1].orelse))
+        new_head = if_chain.rebuild(links, branch.with_changes(orelse=links[-1].orelse))
     else:  # already there: restore yolopatch's exact branch (a no-op unless it was edited by hand)
         restored = branch.with_changes(leading_lines=links[position].leading_lines)
-        new_head = _rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
+        new_head = if_chain.rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
     if new_head is not head and cst.Module(body=[new_head]).code != cst.Module(body=[head]).code:
         module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
     return _add_common_import_name(module, class_name)
@@ -282,10 +244,10 @@ def unregister(source: str, class_name: str, key: str) -> str:
 def unregister_module(module: cst.Module, class_name: str, key: str) -> cst.Module:
     """``unregister`` on a parsed module."""
     head = _channel_chain(_parse_model(module))
-    links = _chain(head)
+    links = if_chain.chain(head)
     if any(_is_marked_for(link, key) for link in links):
         kept, tail = _without_links(links, links[-1].orelse, lambda link: _is_marked_for(link, key))
-        module = _replace_chain(module, head, _rebuild(kept, tail))  # type: ignore[arg-type]
+        module = _replace_chain(module, head, if_chain.rebuild(kept, tail))  # type: ignore[arg-type]
     return _remove_common_import_name(module, class_name)
 
 
@@ -322,11 +284,11 @@ def drop_foreign_module(module: cst.Module, class_name: str) -> cst.Module:
     """``drop_foreign`` on a parsed module."""
     function = _parse_model(module)
     head = _channel_chain(function)
-    links = _chain(head)
+    links = if_chain.chain(head)
     kept, tail = _without_links(
         links, links[-1].orelse,
-        lambda link: _identity_name(link) == class_name and markers.marker_of(link) is None)
-    module = _replace_chain(module, head, _rebuild(kept, tail))  # type: ignore[arg-type]
+        lambda link: if_chain.identity_name(link) == class_name and markers.marker_of(link) is None)
+    module = _replace_chain(module, head, if_chain.rebuild(kept, tail))  # type: ignore[arg-type]
     function = _parse_model(module)
     cleaned = function.visit(_DropFromMemberships(class_name))
     return _replace_top_level(module, function, cleaned)
