@@ -19,3 +19,10 @@ def make_tree(tmp_path: Path) -> Callable[[str, str], Path]:
         return yolov5_trees.make_tree(version, layout, tmp_path / f"tree{next(counter)}")
 
     return build
+
+
+@pytest.fixture(autouse=True)
+def _own_check_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`yolopatch check` remembers clean results under ~/.cache/yolopatch: each test gets a folder of its own
+    (subprocesses inherit it), so no test reads another's (or the user's) cache."""
+    monkeypatch.setenv("YOLOPATCH_CACHE_DIR", str(tmp_path_factory.mktemp("check-cache")))

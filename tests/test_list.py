@@ -15,8 +15,8 @@ import pytest
 
 from yolopatch import catalog
 from yolopatch.commands import list_modules
-from yolopatch.commands.list_modules import (APPLIED, HAND_PASTED, NOT_APPLIED, OUTDATED, PARTIAL, marker_states,
-                                             scan_markers)
+from yolopatch import inventory
+from yolopatch.inventory import APPLIED, HAND_PASTED, NOT_APPLIED, OUTDATED, PARTIAL, marker_states, scan_markers
 
 MakeTree = Callable[..., Path]
 
@@ -192,7 +192,7 @@ def test_marker_states_agree_with_the_engine(make_tree: MakeTree) -> None:
 
     def both() -> Dict[str, tuple]:
         engine = {key: state.status for key, state in module_states(Sources.read(tree)).items()}
-        quick = list_modules.tree_states(tree, catalog.all_modules())
+        quick = inventory.tree_states(inventory.find_tree(root), catalog.all_modules())
         return {key: (engine[key], quick[key]) for key in engine}
 
     assert all(a == b == NOT_APPLIED for a, b in both().values())
@@ -213,6 +213,7 @@ def test_unreadable_files_give_unreadable_not_a_crash(make_tree: MakeTree) -> No
     root = make_tree("7.0", "checkout")
     tree = locate(root)
     tree.common_py.write_text("class A:\n    '''never closed\n", encoding="utf-8")
-    assert set(list_modules.tree_states(tree, catalog.all_modules()).values()) == {list_modules.UNREADABLE}
+    assert set(inventory.tree_states(inventory.find_tree(root), catalog.all_modules()).values()) == {
+        inventory.UNREADABLE}
     result = run(["list"], root)
     assert result.returncode == 0 and "unreadable" in result.stdout

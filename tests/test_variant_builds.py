@@ -19,7 +19,8 @@ from tests.test_verify import expected_insertions, probe_environment
 from yolopatch import catalog
 from yolopatch.commands import verify as verify_module
 from yolopatch.commands.apply import apply
-from yolopatch.commands.variant import SCALES, generated_variants, variant
+from yolopatch.commands.variant import variant
+from yolopatch.variant_files import SCALES, generated_variants
 from yolopatch.tree import locate
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -215,3 +215,45 @@ def _evaluate(node: ast.AST, values: Mapping[str, Any], formula: str) -> Any:
         arguments = [_evaluate(argument, values, formula) for argument in node.args]
         return _FUNCTIONS[node.func.id](*arguments)
     raise ValueError(f"formula {formula!r}: {ast.dump(node)} is not allowed")
+
+
+# The input width at which `list` shows parameter counts: yolov5s's P4 (the middle of the
+# 128/256/512 widths the default placements meet; `show KEY` gives more widths).
+TYPICAL_WIDTH = 256
+SHOW_WIDTHS = (64, 128, 256, 512, 1024)
+
+
+def describe(spec: ModuleSpec, state: Optional[str] = None) -> Dict[str, Any]:
+    """One module as the JSON of `list --json` and `show --json`."""
+    entry: Dict[str, Any] = {
+        "key": spec.key,
+        "class": spec.class_name,
+        "version": spec.version,
+        "aliases": list(spec.aliases),
+        "paper": spec.paper,
+        "authors": spec.authors,
+        "venue": spec.venue,
+        "year": spec.year,
+        "kind": spec.kind,
+        "registration": spec.registration,
+        "official_code": spec.official_code,
+        "summary": spec.summary,
+        "hyperparameters": spec.hyperparameters,
+        "param_count": spec.param_count_formula,
+        "params_at": {str(width): params_at(spec, width) for width in SHOW_WIDTHS},
+        "placement": list(spec.placement),
+        "constraints": list(spec.constraints),
+    }
+    if state is not None:
+        entry["status"] = state
+    return entry
+
+
+def params_at(spec: ModuleSpec, width: int) -> Optional[int]:
+    """Parameters at input width ``width`` with the default hyper-parameters (None: not buildable there)."""
+    try:
+        if not spec.accepts_width(width):
+            return None
+        return spec.param_count(width)
+    except (ValueError, ZeroDivisionError, TypeError):
+        return None

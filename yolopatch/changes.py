@@ -214,10 +214,13 @@ def write_all(changes: Sequence[FileChange], state_dir: Optional[Path] = None) -
             if isinstance(error, OSError):
                 raise _os_error(error, current) from error
             raise
-    _remove_journal(journal, state_dir)
+    _remove_journal(journal, state_dir)  # first: the run is complete once its journal is gone
     for step in steps:
         _unlink_quietly(step.temp)
         _unlink_quietly(step.backup)
+    if state_dir is not None:
+        with contextlib.suppress(OSError):  # a deleted registry's backup kept it from going with the journal
+            state_dir.rmdir()
     return [change.path for change in pending]
 
 

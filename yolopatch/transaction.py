@@ -35,4 +35,6 @@ def writable_folders(tree: Tree) -> List:
         configs = sorted(path for path in tree.models_dir.glob("*") if path.is_dir())
         return sorted({package / "nn", package / "nn" / "modules", *configs})
     folders = {tree.models_dir, tree.common_py.parent, tree.yolo_py.parent, tree.models_dir / "hub"}
+    if getattr(tree, "codebase", "yolov5") == "yolov7":  # variants under cfg/training and cfg/deploy
+        folders |= {path for path in tree.cfg_dir.glob("*") if path.is_dir()}  # type: ignore[attr-defined]
     return sorted(folders)

@@ -61,7 +61,7 @@ class Tree:
 
     def version(self) -> Optional[str]:
         """The release this tree comes from, when it says so (package metadata or a git tag)."""
-        return _package_version(self) if self.layout == PACKAGE else _git_version(self.root)
+        return _package_version(self) if self.layout == PACKAGE else git_version(self.root)
 
 
 def _is_models_dir(path: Path) -> bool:
@@ -143,7 +143,7 @@ def _package_version(tree: Tree) -> Optional[str]:
     return None
 
 
-def _git_version(root: Path) -> Optional[str]:
+def git_version(root: Path) -> Optional[str]:
     """``git describe --tags`` of a checkout, via GitPython; None when it is no git repository."""
     try:
         import git  # GitPython: imported here, it costs time on every command that does not need it

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from yolopatch import variants
+from yolopatch import catalog, variants
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import FileChange, read_text
 from yolopatch.errors import UsageError, YolopatchError
@@ -104,14 +104,26 @@ def ultralytics_variant_changes(tree: "Any", specs: Sequence[ModuleSpec], *, bas
     for base in ultralytics_base_paths(tree, bases):
         base_text = read_text(base)
         for spec in specs:
-            placement = _placement(spec, positions)
+            placement = _placement(spec, positions or _default_positions(spec, base_text, base.name))
             name = variants.variant_filename(base.name, spec.key, placement.positions,
                                              variants.load_spec(spec.key).placement)
             target = base.parent / name
             text = variants.render_variant(base_text, base.name, [placement], dialect=variants.ULTRALYTICS)
-            changes.append(FileChange(target, _owned_old_text(target), _with_base_newlines(text, base_text),
+            changes.append(FileChange(target, owned_old_text(target), with_base_newlines(text, base_text),
                                       owned=True))
     return changes
+
+
+def _default_positions(spec: ModuleSpec, base_text: str, base_name: str) -> Optional[Sequence[str]]:
+    """The module's default placement on this base; ``sppf`` on a base without an SPP layer (yolo12 ends its
+    backbone with A2C2f) means the backbone's last layer, where the others have their SPPF. None: the default."""
+    default = tuple(variants.load_spec(spec.key).placement)
+    if "sppf" not in default:
+        return None
+    base = variants.parse_base(base_text, base_name, variants.ULTRALYTICS)
+    if base.sppf_index is not None:
+        return None
+    return tuple(f"backbone:{base.backbone_length - 1}" if position == "sppf" else position for position in default)
 
 
 def base_paths(tree: Tree, bases: Sequence[str], scales: Optional[Sequence[str]]) -> List[Path]:
@@ -156,8 +168,8 @@ def variant_changes(tree: Tree, specs: Sequence[ModuleSpec], *, bases: Sequence[
             name = variants.variant_filename(base.name, spec.key, placement.positions,
                                              variants.load_spec(spec.key).placement)
             target = base.parent / name
-            text = _with_base_newlines(variants.render_variant(base_text, base.name, [placement]), base_text)
-            changes.append(FileChange(target, _owned_old_text(target), text, owned=True))
+            text = with_base_newlines(variants.render_variant(base_text, base.name, [placement]), base_text)
+            changes.append(FileChange(target, owned_old_text(target), text, owned=True))
             if tree.models_dir not in target.parents:
                 outside.append(target)
     registry = registry_change(tree, add=outside)
@@ -177,11 +189,38 @@ def registry_change(tree: Tree, add: Sequence[Path] = (), remove: Sequence[Path]
     return FileChange(path, old, new, owned=True)
 
 
-def _with_base_newlines(text: str, base_text: str) -> str:
+def removal_changes(tree: Any, variants: Sequence[GeneratedVariant], keys: Sequence[str],
+                    force: bool) -> List[FileChange]:
+    """Delete the generated variants that contain any of ``keys`` (refuse a hand-edited one unless ``force``)."""
+    changes: List[FileChange] = []
+    for variant in variants:
+        if not set(variant.keys) & set(keys):
+            continue
+        if variant.edited and not force:
+            raise YolopatchError("generated variant was edited by hand", path=variant.path, line=1,
+                                 hint="keep a copy, then run `yolopatch revert --force` (or delete it yourself)")
+        changes.append(FileChange(variant.path, variant.text, None, owned=True))
+    registry = registry_change(tree, remove=[change.path for change in changes])
+    return changes + ([registry] if registry is not None else [])
+
+
+def index_map_of(path: Path, text: str) -> Optional[Dict[int, int]]:
+    """Base layer index -> layer index in the generated variant ``text`` at ``path`` (old -> new), from its
+    header and its base beside it; None when the base is not there any more."""
+    info = variants.parse_generated_header(text)
+    base = path.parent / info.base_name if info is not None else None
+    if info is None or base is None or not base.is_file():
+        return None
+    placements = [variants.Placement(catalog.get(key).class_name, key, positions, (), catalog.get(key).registration)
+                  for key, positions in info.placements]
+    return variants.index_map(read_text(base), base.name, placements)
+
+
+def with_base_newlines(text: str, base_text: str) -> str:
     return text.replace("\n", "\r\n") if "\r\n" in base_text and "\r\n" not in text else text
 
 
-def _owned_old_text(target: Path) -> Optional[str]:
+def owned_old_text(target: Path) -> Optional[str]:
     """The current text of ``target`` if yolopatch may overwrite it; refuse for someone else's file."""
     if not target.exists() and not target.is_symlink():
         return None

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from yolopatch import ui
 from yolopatch.changes import FileChange, write_all
-from yolopatch.tree import Tree
 
 
-def finish(tree: Tree, changes: Sequence[FileChange], dry_run: bool, *, what: str, verb: str) -> int:
-    """Show or write ``changes`` (call under ``transaction.locked(tree)``)."""
+def finish(tree: Any, changes: Sequence[FileChange], dry_run: bool, *, what: str, verb: str,
+           quiet: bool = False) -> int:
+    """Show or write ``changes`` (call under ``transaction.locked(tree)``); ``quiet``: the messages go to stderr
+    (stdout is the command's JSON)."""
+    done = ui.info if quiet else ui.done
     real = [change for change in changes if change.changed]
     if not real:
-        ui.done(f"nothing to do: {what} already {verb} in {ui.display_path(tree.root)}")
+        done(f"nothing to do: {what} already {verb} in {ui.display_path(tree.root)}")
         return 0
     if dry_run:
         for change in real:
@@ -24,8 +26,8 @@ def finish(tree: Tree, changes: Sequence[FileChange], dry_run: bool, *, what: st
     written = write_all(real, tree.state_dir)
     for path in written:
         if path.parent != tree.state_dir:
-            ui.done(f"{_verb_for(real, path)} {ui.display_path(path)}")
-    ui.done(f"{what}: {verb} ({len([p for p in written if p.parent != tree.state_dir])} file(s))")
+            done(f"{_verb_for(real, path)} {ui.display_path(path)}")
+    done(f"{what}: {verb} ({len([p for p in written if p.parent != tree.state_dir])} file(s))")
     return 0
 
 

@@ -8,160 +8,15 @@ yolopatch leaves on the lines it inserts, with the standard library's tokenizer 
 
 from __future__ import annotations
 
-import io
-import tokenize
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from yolopatch import catalog, ui
-from yolopatch.catalog import ModuleSpec
-from yolopatch.errors import YolopatchError
-from yolopatch.tree import Tree, locate
-
-# The input width at which `list` shows parameter counts: yolov5s's P4 (the middle of the
-# 128/256/512 widths the default placements meet; `show KEY` gives more widths).
-TYPICAL_WIDTH = 256
-SHOW_WIDTHS = (64, 128, 256, 512, 1024)
-
-MARKER_PREFIX = "# yolopatch:"  # the marker format of yolopatch/transforms/markers.py
-APPLIED, OUTDATED, PARTIAL, HAND_PASTED, NOT_APPLIED, UNREADABLE = (
-    "applied", "outdated", "partial", "hand-pasted", "not applied", "unreadable")
-
-
-# --------------------------------------------------------------------------------------------
-# State from the markers (no libcst)
-
-
-@dataclass(frozen=True)
-class MarkerScan:
-    """What the yolopatch markers and top-level class names of one Python file say."""
-
-    versions: Mapping[str, Optional[int]]  # module key -> template version on its marked main class
-    keys: Set[str]  # every module key with a marker in the file
-    unmarked_classes: Set[str]  # top-level classes without a marker on their header line
-
-
-def scan_markers(source: str) -> MarkerScan:
-    """Markers (``# yolopatch: soca v1 sha256:...``) and unmarked top-level classes of ``source``.
-
-    Uses ``tokenize`` (comments are tokens there; ``ast`` drops them): no libcst, no regex over
-    Python. Raises ``tokenize.TokenError`` or ``SyntaxError`` for text that does not tokenize.
-    """
-    versions: Dict[str, Optional[int]] = {}
-    keys: Set[str] = set()
-    classes: Dict[int, str] = {}  # line -> top-level class defined on it
-    marked_lines: Set[int] = set()
-    depth, previous = 0, None
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.INDENT:
-            depth += 1
-        elif token.type == tokenize.DEDENT:
-            depth -= 1
-        elif token.type == tokenize.NAME and depth == 0 and previous is not None \
-                and previous.type == tokenize.NAME and previous.string == "class":
-            classes[token.start[0]] = token.string
-        elif token.type == tokenize.COMMENT and token.string.startswith(MARKER_PREFIX):
-            words = token.string[len(MARKER_PREFIX):].split()
-            if not words or words[:2] == ["added", "import"]:
-                continue
-            key, version = words[0], _version(words[1:])
-            keys.add(key)
-            marked_lines.add(token.start[0])
-            if version is not None or key not in versions:
-                versions[key] = version
-        if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
-            previous = token
-    unmarked = {name for line, name in classes.items() if line not in marked_lines}
-    return MarkerScan(versions, keys, unmarked)
-
-
-def _version(words: Sequence[str]) -> Optional[int]:
-    for word in words:
-        if word.startswith("v") and word[1:].isascii() and word[1:].isdigit():
-            return int(word[1:])
-    return None
-
-
-def marker_states(common: MarkerScan, yolo: MarkerScan, specs: Iterable[ModuleSpec]) -> Dict[str, str]:
-    """Each module's state from the markers in models/common.py and models/yolo.py.
-
-    applied: its main class (with a version) and its parse_model branch are marked; outdated: the
-    marked version is not this yolopatch's; partial: only one of the two; hand-pasted: a class of
-    its name without a marker; else not applied. A hand edit inside marked code is not seen here.
-    """
-    states = {}
-    for spec in specs:
-        version = common.versions.get(spec.key)
-        has_class, registered = version is not None, spec.key in yolo.keys
-        if has_class and registered:
-            states[spec.key] = APPLIED if version == spec.version else OUTDATED
-        elif has_class or registered or spec.key in common.keys:
-            states[spec.key] = PARTIAL
-        elif spec.class_name in common.unmarked_classes:
-            states[spec.key] = HAND_PASTED
-        else:
-            states[spec.key] = NOT_APPLIED
-    return states
-
-
-def tree_states(tree: Tree, specs: Sequence[ModuleSpec]) -> Dict[str, str]:
-    """``marker_states`` of the tree's files; every module ``unreadable`` when one does not tokenize."""
-    try:
-        scans = [scan_markers(path.read_bytes().decode("utf-8")) for path in (tree.common_py, tree.yolo_py)]
-    except (OSError, UnicodeDecodeError, SyntaxError, tokenize.TokenError):
-        return {spec.key: UNREADABLE for spec in specs}
-    return marker_states(scans[0], scans[1], specs)
-
-
-def find_tree(repo: Optional[Path]) -> Optional[Tree]:
-    """The tree at ``repo`` (must be one), else the tree around the current directory, if any."""
-    if repo is not None:
-        return locate(repo)
-    try:
-        return locate(Path.cwd())
-    except YolopatchError:
-        return None  # not in a tree: the catalogue alone
-
+from yolopatch.catalog import TYPICAL_WIDTH, ModuleSpec, describe, params_at
+from yolopatch.inventory import NOT_APPLIED, MarkedFiles, find_tree, tree_states
 
 # --------------------------------------------------------------------------------------------
 # What is shown
-
-
-def describe(spec: ModuleSpec, state: Optional[str] = None) -> Dict[str, Any]:
-    """One module as the JSON of `list --json` and `show --json`."""
-    entry: Dict[str, Any] = {
-        "key": spec.key,
-        "class": spec.class_name,
-        "version": spec.version,
-        "aliases": list(spec.aliases),
-        "paper": spec.paper,
-        "authors": spec.authors,
-        "venue": spec.venue,
-        "year": spec.year,
-        "kind": spec.kind,
-        "registration": spec.registration,
-        "official_code": spec.official_code,
-        "summary": spec.summary,
-        "hyperparameters": spec.hyperparameters,
-        "param_count": spec.param_count_formula,
-        "params_at": {str(width): params_at(spec, width) for width in SHOW_WIDTHS},
-        "placement": list(spec.placement),
-        "constraints": list(spec.constraints),
-    }
-    if state is not None:
-        entry["status"] = state
-    return entry
-
-
-def params_at(spec: ModuleSpec, width: int) -> Optional[int]:
-    """Parameters at input width ``width`` with the default hyper-parameters (None: not buildable there)."""
-    try:
-        if not spec.accepts_width(width):
-            return None
-        return spec.param_count(width)
-    except (ValueError, ZeroDivisionError, TypeError):
-        return None
 
 
 def compact_count(count: Optional[int]) -> str:
@@ -221,7 +76,8 @@ def table_rows(specs: Sequence[ModuleSpec], states: Optional[Mapping[str, str]],
     return header, rows
 
 
-def print_table(specs: Sequence[ModuleSpec], states: Optional[Mapping[str, str]], tree: Optional[Tree]) -> None:
+def print_table(specs: Sequence[ModuleSpec], states: Optional[Mapping[str, str]],
+                tree: Optional[MarkedFiles]) -> None:
     from rich import box
     from rich.table import Table
 
@@ -250,7 +106,7 @@ def list_modules(repo: Optional[Path] = None, as_json: bool = False, verbose: bo
         ui.print_json([describe(spec, states[spec.key] if states else None) for spec in specs])
         return 0
     if verbose:
-        from yolopatch.commands.show import print_module
+        from yolopatch.module_card import print_module
 
         for number, spec in enumerate(specs):
             if number:
