@@ -2,7 +2,7 @@
 
 Everything here is pure (text in, text out; the only file read is a shipped spec in ``load_spec``).
 
-Two YAML dialects (``DIALECTS``), told apart by ``detect_dialect`` or named by the caller
+Three YAML dialects (``DIALECTS``), told apart by ``detect_dialect`` or named by the caller
 (``parse_base(..., dialect=...)``, ``render_variant(..., dialect=...)``):
 
 - ``"yolov5"``: YOLOv5's ``models/*.yaml`` (``depth_multiple``/``width_multiple``);
@@ -16,6 +16,10 @@ Two YAML dialects (``DIALECTS``), told apart by ``detect_dialect`` or named by t
   ``guess_model_scale`` reads it from the stem (``yolov\\d+([nslmx])`` in 8.0 to 8.2,
   ``yolo[v]?\\d+([nslmx])`` from 8.3.0, ``yolo(e-)?[v]?\\d+([nslmx])`` later): the ``-`` yolopatch puts before the key
   keeps both from reading a scale out of the key or the positions.
+- ``"yolov7"``: WongKinYiu/yolov7's ``cfg/training`` and ``cfg/deploy`` YAMLs (YOLOv5's keys, YOLOv7's
+  parse_model: its channel list, IDetect/IAuxDetect/IBin/IKeypoint heads, MP/SP/ReOrg/DownC strides,
+  SPPCSPC as ``sppf``, or yolov7-tiny's SP block). They route many absolute indices
+  (``[[102, 103, 104], 1, IDetect, ...]``), remapped like any other; ``index_map`` gives old -> new.
 
 A model YAML lists layers ``[from, number, module, args]`` in ``backbone`` then ``head``; the
 layer index is the position in ``backbone + head``. ``from`` is an int or a list of ints: ``f >= 0``
@@ -69,7 +73,8 @@ HASH_LENGTH = 12
 
 YOLOV5 = "yolov5"
 ULTRALYTICS = "ultralytics"
-DIALECTS = (YOLOV5, ULTRALYTICS)
+YOLOV7 = "yolov7"
+DIALECTS = (YOLOV5, ULTRALYTICS, YOLOV7)
 
 # Modules whose args[0] is their (unscaled) output width, as in YOLOv5 parse_model (v5.0 to master).
 _WIDTH_FROM_ARGS = frozenset({
@@ -92,6 +97,26 @@ _ULTRALYTICS_HEADS = frozenset({
     "Segment26", "Pose26", "OBB26", "YOLOESegment26", "RTDETRDecoder", "SemanticSegment", "Depth", "Classify",
 })
 _CLASSIFY = "Classify"  # a head without p-levels: one input, pooled
+# YOLOv7's parse_model channel list (WongKinYiu/yolov7 main, models/yolo.py): args[0] is the width.
+_YOLOV7_WIDTH_FROM_ARGS = frozenset({
+    "nn.Conv2d", "Conv", "RobustConv", "RobustConv2", "DWConv", "GhostConv", "RepConv", "RepConv_OREPA", "DownC",
+    "SPP", "SPPF", "SPPCSPC", "GhostSPPCSPC", "MixConv2d", "Focus", "Stem", "GhostStem", "CrossConv",
+    "Bottleneck", "BottleneckCSPA", "BottleneckCSPB", "BottleneckCSPC",
+    "RepBottleneck", "RepBottleneckCSPA", "RepBottleneckCSPB", "RepBottleneckCSPC",
+    "Res", "ResCSPA", "ResCSPB", "ResCSPC", "RepRes", "RepResCSPA", "RepResCSPB", "RepResCSPC",
+    "ResX", "ResXCSPA", "ResXCSPB", "ResXCSPC", "RepResX", "RepResXCSPA", "RepResXCSPB", "RepResXCSPC",
+    "Ghost", "GhostCSPA", "GhostCSPB", "GhostCSPC", "SwinTransformerBlock", "STCSPA", "STCSPB", "STCSPC",
+    "SwinTransformer2Block", "ST2CSPA", "ST2CSPB", "ST2CSPC",
+})
+# YOLOv7's heads (parse_model's ``m in [Detect, IDetect, IAuxDetect, IBin, IKeypoint]``).
+_YOLOV7_HEADS = frozenset({"Detect", "IDetect", "IAuxDetect", "IBin", "IKeypoint"})
+# Names only YOLOv7's parse_model knows (``detect_dialect``): its heads and blocks, not YOLOv5's.
+_YOLOV7_ONLY = (_YOLOV7_WIDTH_FROM_ARGS | _YOLOV7_HEADS | {"MP", "SP", "ReOrg", "Chuncat", "Shortcut", "Foldcut"}
+                ) - _WIDTH_FROM_ARGS - {"Detect", "nn.Conv2d"}
+# Fixed strides of YOLOv7 blocks: ReOrg (space to depth) and Stem halve twice / once; RobustConv2 strides
+# down then transposes back up.
+_YOLOV7_FIXED_STRIDES = {"ReOrg": Fraction(2), "Stem": Fraction(4), "RobustConv2": Fraction(1)}
+_YOLOV7_SPP = frozenset({"SPP", "SPPF", "SPPCSPC", "GhostSPPCSPC"})
 # Ultralytics modules whose output is no feature map to put a module on: YOLO-World's text embeddings.
 _ULTRALYTICS_NO_FEATURES = frozenset({"ImagePoolingAttn"})
 # Modules with a stride argument at args[2]: Conv(c2, k, s, ...), DWConv, GhostConv, MixConv2d, ...
@@ -115,19 +140,24 @@ def is_detect_like(module: str) -> bool:
 
 def is_head(module: str, dialect: str = YOLOV5) -> bool:
     """An output head of ``dialect``: YOLOv5's ``is_detect_like``; in Ultralytics also Pose, OBB,
-    YOLOE/YOLO26 segment heads, RTDETRDecoder, SemanticSegment, Depth and Classify."""
-    return is_detect_like(module) or (dialect == ULTRALYTICS and module in _ULTRALYTICS_HEADS)
+    YOLOE/YOLO26 segment heads, RTDETRDecoder, SemanticSegment, Depth and Classify; in YOLOv7 also IBin
+    and IKeypoint."""
+    return (is_detect_like(module) or (dialect == ULTRALYTICS and module in _ULTRALYTICS_HEADS)
+            or (dialect == YOLOV7 and module in _YOLOV7_HEADS))
 
 
 def detect_dialect(data: Any) -> str:
     """``"ultralytics"`` for a loaded model YAML with a ``scales:`` key or a module only Ultralytics'
-    parse_model knows (its v3/v9 files have no ``scales:``), else ``"yolov5"``."""
+    parse_model knows (its v3/v9 files have no ``scales:``), ``"yolov7"`` for one naming a module only
+    YOLOv7's parse_model knows (IDetect, SPPCSPC, MP, RepConv, ...), else ``"yolov5"``."""
     if not isinstance(data, dict):
         return YOLOV5
     if "scales" in data:
         return ULTRALYTICS
     rows = [row for key in ("backbone", "head") if isinstance(data.get(key), list) for row in data[key]]
     modules = {row[2] for row in rows if isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)}
+    if modules & _YOLOV7_ONLY:
+        return YOLOV7
     ultralytics_only = (_ULTRALYTICS_WIDTH_FROM_ARGS | _ULTRALYTICS_HEADS | _ULTRALYTICS_NO_FEATURES
                         | _ULTRALYTICS_SPP | set(_FIXED_STRIDES) | {"HGBlock", "ResNetLayer", "AIFI", "CBFuse"}
                         ) - _WIDTH_FROM_ARGS - {"Detect", "Segment"}
@@ -404,6 +434,8 @@ def _width(module: str, args: Any, inputs: List[Optional[int]], dialect: str = Y
     ultralytics = dialect == ULTRALYTICS
     if is_head(module, dialect) or (ultralytics and module in _ULTRALYTICS_NO_FEATURES):
         return None
+    if dialect == YOLOV7:
+        return _yolov7_width(module, args, inputs)
     if module in (_ULTRALYTICS_WIDTH_FROM_ARGS if ultralytics else _WIDTH_FROM_ARGS):
         return _int(args[0] if args else None)
     if ultralytics and module in ("HGStem", "HGBlock"):
@@ -421,6 +453,26 @@ def _width(module: str, args: Any, inputs: List[Optional[int]], dialect: str = Y
     return inputs[0]
 
 
+def _yolov7_width(module: str, args: List[Any], inputs: List[Optional[int]]) -> Optional[int]:
+    """YOLOv7 parse_model's ``c2``: its channel list args[0]; Concat/Chuncat the sum of the inputs,
+    Shortcut the first input's, Foldcut half, ReOrg four times, Contract/Expand as in YOLOv5."""
+    if module in _YOLOV7_WIDTH_FROM_ARGS:
+        return _int(args[0] if args else None)
+    if module in ("Concat", "Chuncat"):
+        return None if any(width is None for width in inputs) else sum(inputs)  # type: ignore[arg-type]
+    first = inputs[0]
+    if first is None:
+        return None
+    if module == "Foldcut":
+        return first // 2
+    if module == "ReOrg":
+        return first * 4
+    if module in ("Contract", "Expand"):
+        gain = args[0] if args and isinstance(args[0], int) else 2
+        return first * gain ** 2 if module == "Contract" else first // gain ** 2
+    return first
+
+
 def strides(layers: Sequence[Row], dialect: str = YOLOV5) -> List[Optional[Fraction]]:
     """Each layer's output stride relative to the image (None where it cannot be worked out).
 
@@ -436,7 +488,8 @@ def strides(layers: Sequence[Row], dialect: str = YOLOV5) -> List[Optional[Fract
         inputs = [Fraction(1) if source < 0 else result[source] for source in resolve_from(from_, index)]
         args = args if isinstance(args, list) else []
         factor = None if is_head(module, dialect) else (
-            _ultralytics_stride_factor(module, args) if dialect == ULTRALYTICS else _stride_factor(module, args))
+            _ultralytics_stride_factor(module, args) if dialect == ULTRALYTICS
+            else _yolov7_stride_factor(module, args) if dialect == YOLOV7 else _stride_factor(module, args))
         base = inputs[-1] if dialect == ULTRALYTICS and module == "CBFuse" else inputs[0]
         result.append(None if base is None or factor is None else base * factor)
     return result
@@ -452,6 +505,20 @@ def _ultralytics_stride_factor(module: str, args: List[Any]) -> Optional[Fractio
         return None if step is None else 1 / step
     if module in ("TorchVision", "Index") or module in _ULTRALYTICS_NO_FEATURES:
         return None
+    return _stride_factor(module, args)
+
+
+def _yolov7_stride_factor(module: str, args: List[Any]) -> Optional[Fraction]:
+    """YOLOv7 blocks: MP(k=2) pools with stride k, SP(k=3, s=1) with stride s, DownC(c2, k=2) k,
+    RepConv/RobustConv like Conv (args[2]); fixed ones in ``_YOLOV7_FIXED_STRIDES``."""
+    if module in _YOLOV7_FIXED_STRIDES:
+        return _YOLOV7_FIXED_STRIDES[module]
+    if module in ("MP", "DownC"):
+        return _number(_arg(args, 0 if module == "MP" else 1, 2))
+    if module == "SP":
+        return _number(_arg(args, 1, 1))
+    if module in ("RepConv", "RepConv_OREPA", "RobustConv"):
+        return _number(_arg(args, 2, 1))
     return _stride_factor(module, args)
 
 
@@ -497,6 +564,8 @@ def _p_levels(layers: Sequence[Row], detect_index: Optional[int], dialect: str =
     if detect_index is None:
         return {}
     inputs = resolve_from(layers[detect_index][0], detect_index)
+    if dialect == YOLOV7 and layers[detect_index][2] == "IAuxDetect":
+        inputs = inputs[:len(inputs) // 2]  # the lead heads; the second half feeds the auxiliary heads
     all_strides = strides(layers, dialect)
     levels = [_level(all_strides[source]) for source in inputs]
     if any(level is None for level in levels) or len(set(levels)) != len(levels):
@@ -506,9 +575,25 @@ def _p_levels(layers: Sequence[Row], detect_index: Optional[int], dialect: str =
 
 
 def _sppf_index(layers: Sequence[Row], dialect: str = YOLOV5) -> Optional[int]:
-    spp = _ULTRALYTICS_SPP if dialect == ULTRALYTICS else _SPP
+    spp = _ULTRALYTICS_SPP if dialect == ULTRALYTICS else _YOLOV7_SPP if dialect == YOLOV7 else _SPP
     found = [index for index, row in enumerate(layers) if row[2] in spp]
+    if not found and dialect == YOLOV7:
+        return _sp_block_output(layers)
     return found[0] if len(found) == 1 else None
+
+
+def _sp_block_output(layers: Sequence[Row]) -> Optional[int]:
+    """yolov7-tiny spells its SPPCSPC out in rows: SP pools, a Concat of them, a Conv, a Concat with the
+    block's shortcut (a layer before the first SP), then the block's output Conv: that Conv's index."""
+    pools = [index for index, row in enumerate(layers) if row[2] == "SP"]
+    if not pools:
+        return None
+    for index in range(pools[-1] + 1, len(layers) - 1):
+        row = layers[index]
+        sources = resolve_from(row[0], index)
+        if row[2] == "Concat" and not set(sources) & set(pools) and min(sources) < pools[0]:
+            return index + 1 if layers[index + 1][2] in _YOLOV7_WIDTH_FROM_ARGS else None
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -697,6 +782,16 @@ def render_variant(base_text: str, base_name: str, modules: Sequence[Placement],
     body = to_ascii(_apply_edits(base.text, edits))
     _check_variant(base, body, insertions)
     return header_line(base_name, [(p.key, p.positions) for p in placements], body) + body
+
+
+def index_map(base_text: str, base_name: str, modules: Sequence[Placement],
+              dialect: Optional[str] = None) -> Dict[int, int]:
+    """Base layer index -> that layer's index in the variant ``render_variant`` writes from the same
+    arguments (old -> new): what code with hard-coded layer numbers (``model.model[105]``) must use."""
+    base = parse_base(base_text, base_name, dialect)
+    insertions = plan_insertions(base, [Placement(*module) for module in modules])
+    remap = plan_remap(len(base.layers), [insertion.after for insertion in insertions])
+    return dict(enumerate(remap.new_index))
 
 
 def _check_variant(base: BaseModel, body: str, insertions: Sequence[_Insertion]) -> None:

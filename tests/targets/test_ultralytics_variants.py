@@ -260,7 +260,7 @@ def test_dialect_detection_and_override() -> None:
     assert forced.dialect == "yolov5" and forced.widths[12] == 1536  # C2f unknown to YOLOv5: keeps its input's
     assert variants.parse_base(text, "yolov8.yaml").widths[12] == 512
     with pytest.raises(YolopatchError, match="unknown model YAML dialect"):
-        variants.parse_base(text, "yolov8.yaml", dialect="yolov7")
+        variants.parse_base(text, "yolov8.yaml", dialect="yolov6")
 
 
 def test_variant_names_keep_the_scale_slot() -> None:

@@ -4,9 +4,10 @@
 - ``yolov5``: ``models/yolo.py`` + ``models/common.py`` (a checkout) or ``yolov5/models/...`` (the package);
 - ``ultralytics``: ``ultralytics/nn/tasks.py`` (a source checkout, an unpacked sdist or wheel) or a folder
   that is itself the ``ultralytics`` package (an installed copy in site-packages);
-- codebases yolopatch knows but does not support yet: YOLOv7 (``IDetect`` in models/yolo.py, in a checkout
-  or a packaged copy such as yolov7-package) and YOLOv9 (``DualDDetect``/``RepNCSPELAN4``), refused with
-  one line that says what was found.
+- ``yolov7``: ``IDetect`` (or IAuxDetect, IKeypoint, IBin) in models/yolo.py, in a checkout or a packaged
+  copy such as yolov7-package (``targets.yolov7``); commands that support only YOLOv5 so far refuse it;
+- codebases yolopatch knows but does not support yet: YOLOv9 (``DualDDetect``/``RepNCSPELAN4``), refused
+  with one line that says what was found.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ SUPPORTED = {
     "yolov5": "YOLOv5 v5.0 to master (git checkout or the yolov5 package layout)",
     "ultralytics": "Ultralytics 8.0 to 8.4 (YOLOv8, YOLO11, YOLO12, YOLO26, RT-DETR): source checkout or unpacked "
                    "package",
+    "yolov7": "YOLOv7 (WongKinYiu/yolov7 checkout, or a packaged copy such as yolov7-package)",
 }
 NOT_YET = {
-    "yolov7": "YOLOv7",
     "yolov9": "YOLOv9",
 }
 
@@ -57,7 +58,7 @@ def yolo_family(models: Path) -> Optional[str]:
     return None
 
 
-def _models_dirs(folder: Path) -> Iterator[Path]:
+def models_dirs(folder: Path) -> Iterator[Path]:
     """models/ folders of a checkout (``folder/models``) or of a packaged copy (``folder/<pkg>/models``)."""
     if (folder / "models" / "yolo.py").is_file():
         yield folder / "models"
@@ -71,9 +72,14 @@ def _models_dirs(folder: Path) -> Iterator[Path]:
 
 
 def refuse_unsupported(folder: Path) -> None:
-    """Raise when ``folder`` holds a YOLO codebase yolopatch does not support yet (YOLOv7, YOLOv9)."""
-    for models in _models_dirs(folder):
+    """Raise when ``folder`` holds a YOLO codebase yolopatch does not support yet (YOLOv9), or a YOLOv7 tree
+    (``targets.locate.open_target`` finds YOLOv7 first: only commands that support YOLOv5 alone get here)."""
+    for models in models_dirs(folder):
         family = yolo_family(models)
+        if family == "yolov7":
+            raise YolopatchError(f"this is a YOLOv7 tree ({models / 'yolo.py'} defines its IDetect head); this "
+                                 f"command supports YOLOv5 trees only so far", path=folder,
+                                 hint="apply, revert, status and variant support YOLOv7 trees")
         if family is not None:
             supported = "; ".join(SUPPORTED.values())
             raise YolopatchError(
