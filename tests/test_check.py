@@ -58,6 +58,14 @@ def delete_lines(path: Path, first: int, count: int = 1) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own cache of clean results (never the user's ~/.cache/yolopatch)."""
+    folder = tmp_path_factory.mktemp("check-cache")
+    monkeypatch.setenv("YOLOPATCH_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def patched_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7.0 checkout with PATCHED applied (variants of yolov5s.yaml included), built once."""
@@ -388,7 +396,7 @@ def test_usage_errors_exit_2(patched: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such directory" in missing.output
     (tmp_path / "empty").mkdir()
     not_yolo = runner.invoke(app, ["check", "--repo", str(tmp_path / "empty")])
-    assert not_yolo.exit_code == 2 and "not inside a YOLOv5 tree" in not_yolo.output
+    assert not_yolo.exit_code == 2 and "not inside a YOLOv5" in not_yolo.output and "Ultralytics tree" in not_yolo.output
 
 
 def test_internal_error_exits_2_not_1(patched: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -424,3 +432,122 @@ def test_build_finds_a_variant_that_does_not_build(make_tree: MakeTree) -> None:
     assert "channels" in document["findings"][0]["message"]
     assert "yolopatch verify models/yolov5s-sge.yaml" in document["findings"][0]["fix"]
     assert snapshot(root) == before  # the probe runs with PYTHONDONTWRITEBYTECODE: no __pycache__ either
+
+
+# ----------------------------------------------------------------------------------------------
+# The cache of clean results (issue 14: check under 0.4 s): it may only ever replay "ok"
+
+
+def write_checkpoint(path: Path, names: List[Tuple[str, str]]) -> Path:
+    """A torch-format (zip) checkpoint whose pickle references ``names`` as globals (nothing else)."""
+    import io
+    import zipfile
+
+    pickle = b"\x80\x02" + b"".join(b"c" + f"{module}\n{name}\n".encode() + b"0" for module, name in names) + b"N."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("best/data.pkl", pickle)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+class CollectSpy:
+    """Counts the full checks (``check_module.collect``); a run that does not count came from the cache."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = check_module.collect
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(check_module, "collect", counted)
+
+
+def test_cache_replays_clean_and_misses_on_every_input(patched: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = CollectSpy(monkeypatch)
+    clean = run_check(patched)
+    assert clean[0] == 0 and spy.calls == 1
+    assert run_check(patched) == clean and spy.calls == 1  # nothing changed: the cache answers
+    text_run = runner.invoke(app, ["check", "--repo", str(patched)])
+    assert text_run.exit_code == 0 and "(2 module(s) applied, 2 generated variant(s))" in text_run.stdout
+    assert spy.calls == 1
+
+    def drifts(change: Callable[[], object], undo: Callable[[], object], code: str) -> None:
+        calls = spy.calls
+        change()
+        result, document = run_check(patched)
+        assert (result, sorted({c for c, _, _ in codes(document)})) == (1, [code]) and spy.calls == calls + 1
+        assert run_check(patched)[0] == 1 and spy.calls == calls + 2  # findings are never cached
+        undo()
+        assert run_check(patched) == clean and spy.calls == calls + 2  # the same inputs again: the cache
+
+    common, yolo = models(patched) / "common.py", models(patched) / "yolo.py"
+    variant = models(patched) / "yolov5s-soca.yaml"
+    for path, change, code in [
+        (common, lambda: insert_line(common, line_of(common, "class SOCA("), "    edited_by_hand = True"), "edited-class"),
+        (yolo, lambda: insert_line(yolo, line_of(yolo, "elif m is SOCA:"), "            pass"), "edited-registration"),
+        (variant, lambda: insert_line(variant, line_of(variant, "SPPF"), "  - [-1, 1, SPPF, [1024, 3]]"),
+         "edited-variant"),
+        (models(patched) / "yolov5s.yaml", lambda: insert_line(models(patched) / "yolov5s.yaml", 1, "# a comment"),
+         "stale-variant"),
+    ]:
+        before = path.read_bytes()
+        drifts(change, lambda: path.write_bytes(before), code)
+    state = patched / ".yolopatch"
+    drifts(lambda: (state.mkdir(), (state / "journal-1.json").write_text("{}")),
+           lambda: shutil.rmtree(state), "interrupted-run")
+    leftover = models(patched) / ".common.py.123-abcd.yolopatch-tmp"
+    drifts(lambda: leftover.write_text("x"), leftover.unlink, "leftover-file")
+    checkpoint = patched / "runs" / "train" / "exp" / "weights" / "best.pt"
+    gam = catalog.get("gam").class_name
+    drifts(lambda: write_checkpoint(checkpoint, [("models.common", gam)]), lambda: shutil.rmtree(patched / "runs"),
+           "checkpoint-needs-module")
+
+
+def test_a_changed_checkpoint_misses_the_cache(patched: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # checkpoints are keyed by size and times, not contents: rewriting one in place must still miss
+    checkpoint = write_checkpoint(patched / "best.pt", [("models.common", "SOCA")])
+    spy = CollectSpy(monkeypatch)
+    assert run_check(patched)[0] == 0 and run_check(patched)[0] == 0 and spy.calls == 1
+    write_checkpoint(checkpoint, [("models.common", catalog.get("gam").class_name)])
+    assert run_check(patched)[0] == 1 and spy.calls == 2
+
+
+def test_cache_key_covers_the_catalogue_and_the_version(patched: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from yolopatch import resources
+    from yolopatch.checks import cache
+
+    templates = Path(shutil.copytree(resources.data_dir("templates"), tmp_path / "templates"))
+    monkeypatch.setattr(resources, "data_dir", lambda name: templates if name == "templates" else tmp_path / name)
+    located = cache.locate_light(patched)
+    assert located is not None and located == cache.located_of(locate(patched))
+    key = cache.input_key(located, installed=False, python=None)
+    assert cache.input_key(located, installed=False, python=None) == key
+    soca = templates / "soca.py"
+    soca.write_text(soca.read_text(encoding="utf-8") + "\n# a newer template\n", encoding="utf-8")
+    assert cache.input_key(located, installed=False, python=None) != key
+    soca.write_text(soca.read_text(encoding="utf-8").replace("\n# a newer template\n", ""), encoding="utf-8")
+    assert cache.input_key(located, installed=False, python=None) == key
+    monkeypatch.setattr(cache, "__version__", "99.0")
+    assert cache.input_key(located, installed=False, python=None) != key
+    assert cache.input_key(located, installed=True, python=None) != cache.input_key(located, installed=False,
+                                                                                    python=None)
+
+
+def test_no_cache_option_and_environment(patched: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = CollectSpy(monkeypatch)
+    assert run_check(patched)[0] == 0 and spy.calls == 1
+    assert run_check(patched, "--no-cache")[0] == 0 and spy.calls == 2
+    monkeypatch.setenv("YOLOPATCH_NO_CACHE", "1")
+    assert run_check(patched)[0] == 0 and spy.calls == 3
+
+
+def test_cache_writes_nothing_into_the_tree(patched: Path, private_cache: Path) -> None:
+    before = snapshot(patched)
+    assert run_check(patched)[0] == 0 and run_check(patched)[0] == 0
+    assert snapshot(patched) == before
+    assert [path.name.startswith("check-") for path in private_cache.iterdir()] == [True]
