@@ -161,7 +161,6 @@ def test_base_layers_land_where_the_rendered_variant_has_them(version: str, rela
 
 def test_variant_of_a_variant_keeps_its_inserted_layer() -> None:
     base = _base()
-    source = _insertions(base, ("soca", ("p5",)))
     target = _insertions(base, ("sge", ("p4", "p5")), ("soca", ("p5",)))
     options = checkpoints.transfer_candidates(base, target)
     soca = next(option for option in options if option.description == "yolov5s.yaml with soca at p5")
@@ -227,3 +226,80 @@ def test_catalogue_classes_are_all_owned() -> None:
     owners = checkpoints.template_classes()
     assert {spec.class_name for spec in catalog.all_modules()} <= set(owners)
     assert set(owners.values()) == {spec.key for spec in catalog.all_modules()}
+
+
+# --------------------------------------------------------------------------------------------
+# Ultralytics: yolopatch's classes under ultralytics.nn.modules.yolopatch, and what 8.4's safe loader refuses
+
+
+def _fake_module(monkeypatch: pytest.MonkeyPatch, dotted: str, *names: str) -> types.ModuleType:
+    """A module ``dotted`` (its parent packages too, where absent) holding empty classes ``names``."""
+    parts = dotted.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if name not in sys.modules:
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    module = sys.modules[dotted]
+    for name in names:
+        setattr(module, name, type(name, (), {"__module__": dotted}))
+    return module
+
+
+@pytest.fixture
+def fake_ultralytics(monkeypatch: pytest.MonkeyPatch) -> Tuple[types.ModuleType, ...]:
+    """Classes where a patched Ultralytics tree pickles them, and where hand-pasted ones end up."""
+    return (_fake_module(monkeypatch, "ultralytics.nn.modules.yolopatch", "SOCA", "CBAM", "SeaAttentionConvBN"),
+            _fake_module(monkeypatch, "ultralytics.nn.modules.block", "C2f"),
+            _fake_module(monkeypatch, "ultralytics.nn.tasks", "DetectionModel"),
+            _fake_module(monkeypatch, "ultralytics.nn.attention", "SOCA"),
+            _fake_module(monkeypatch, "my_blocks", "Block"),
+            _fake_module(monkeypatch, "ultralytics.nn.modules.extra.deeper", "Gate"))
+
+
+def test_ultralytics_needs_only_classes_under_its_module_file(fake_ultralytics: Tuple[types.ModuleType, ...],
+                                                              tmp_path: Path) -> None:
+    ours, block, tasks, pasted, _, _ = fake_ultralytics
+    weights = tmp_path / "runs" / "detect" / "train" / "weights"
+    weights.mkdir(parents=True)
+    torch.save({"model": [tasks.DetectionModel(), block.C2f(), ours.SOCA(), ours.CBAM()], "ema": None},
+               weights / "last.pt")
+    torch.save({"model": [tasks.DetectionModel(), pasted.SOCA()]}, tmp_path / "pasted.pt")
+    torch.save({"model": [ours.SeaAttentionConvBN()]}, tmp_path / "runs" / "detect" / "train" / "not-weights.pt")
+    needs = checkpoints.checkpoint_needs(tmp_path, checkpoints.ULTRALYTICS)
+    assert {item.path.name: item.modules for item in needs} == {
+        "last.pt": {"cbam": ("CBAM",), "soca": ("SOCA",)}, "pasted.pt": {}}
+    # YOLOv5's rule does not see Ultralytics' classes, and the other way round
+    assert all(not item.modules for item in checkpoints.checkpoint_needs(tmp_path, YOLOV5))
+    assert checkpoints.format_for("ultralytics") is checkpoints.ULTRALYTICS
+    assert checkpoints.format_for("yolov5") is YOLOV5
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_foreign_ultralytics_classes(fake_ultralytics: Tuple[types.ModuleType, ...], tmp_path: Path,
+                                     zip_format: bool) -> None:
+    ours, block, tasks, pasted, mine, deeper = fake_ultralytics
+    allowed = {"model": tasks.DetectionModel(), "layers": [block.C2f(), ours.SOCA(), torch.nn.Conv2d(1, 1, 1)],
+               "sets": {1, 2}, "numbers": torch.ones(2, dtype=torch.float16), "ordered": __import__("collections")
+               .OrderedDict(a=1), "path": Path("x")}
+    torch.save(allowed, tmp_path / "fine.pt", _use_new_zipfile_serialization=zip_format)
+    assert checkpoints.foreign_ultralytics_classes(tmp_path / "fine.pt") == []
+    torch.save({**allowed, "extra": [pasted.SOCA(), mine.Block(), deeper.Gate(), io.BytesIO]},
+               tmp_path / "foreign.pt", _use_new_zipfile_serialization=zip_format)
+    assert checkpoints.foreign_ultralytics_classes(tmp_path / "foreign.pt") == [
+        "_io.BytesIO", "my_blocks.Block", "ultralytics.nn.attention.SOCA", "ultralytics.nn.modules.extra.deeper.Gate"]
+    (tmp_path / "text.pt").write_text("no checkpoint\n", encoding="utf-8")
+    with pytest.raises(checkpoints.UnreadableCheckpoint):
+        checkpoints.foreign_ultralytics_classes(tmp_path / "text.pt")
+
+
+@pytest.mark.parametrize("module,name,safe", [
+    ("ultralytics.nn.modules.yolopatch", "SOCA", True), ("ultralytics.nn.modules", "C2f", True),
+    ("ultralytics.nn.tasks", "DetectionModel", True), ("ultralytics.utils.loss", "v8DetectionLoss", True),
+    ("torch.nn.modules.conv", "Conv2d", True), ("torch._utils", "_rebuild_tensor_v2", True),
+    ("builtins", "set", True), ("ultralytics.utils", "IterableSimpleNamespace", True),
+    ("ultralytics.nn.attention", "SOCA", False), ("ultralytics.utils", "LOGGER", False),
+    ("models.common", "SOCA", False), ("torch.ao.nn.quantized.modules.conv", "Conv2d", False),
+    ("builtins", "eval", False), ("torchvision.models.resnet", "ResNet", False),
+])
+def test_safe_for_ultralytics_follows_the_84_rule(module: str, name: str, safe: bool) -> None:
+    assert checkpoints.safe_for_ultralytics(module, name) is safe

@@ -37,17 +37,18 @@ from yolopatch.commands.apply import apply
 from yolopatch.commands.revert import revert
 from yolopatch.commands.status import collect
 from yolopatch.commands.variant import variant
-from yolopatch.commands.weights import out_paths, plan_target
+from yolopatch.commands.weights import out_paths, plan_target, plan_targets
 from yolopatch.errors import YolopatchError, UsageError
 from yolopatch.tree import locate
 
 TREES = [("5.0", "checkout"), ("6.1", "checkout"), ("7.0", "checkout"), ("master", "master")]
 
-# Run with the tree's code: argv = a JSON list of [model YAML, checkpoint to write, seed].
+# Run with the tree's code (``$YOLO_MODULE``: models.yolo, or yolov5.models.yolo in the package layout):
+# argv = a JSON list of [model YAML, checkpoint to write, seed].
 BUILD_BASE = r'''
-import copy, datetime, json, os, sys, torch
+import copy, datetime, importlib, json, os, sys, torch
 sys.path.insert(0, os.getcwd())
-from models import yolo
+yolo = importlib.import_module(os.environ["YOLO_MODULE"])
 Model = getattr(yolo, "Model", None) or yolo.DetectionModel
 for cfg, out, seed in json.loads(sys.argv[1]):
     torch.manual_seed(seed)
@@ -63,11 +64,12 @@ for cfg, out, seed in json.loads(sys.argv[1]):
                 "optimizer": None, "date": datetime.datetime.now().isoformat()}, out)
 '''
 
-# Run with the tree's code: argv = a JSON list of [base.pt, written.pt, variant.yaml, [inserted class names]].
+# Run with the tree's code (``$YOLO_MODULE``): argv = a JSON list of [base.pt, written.pt, variant.yaml,
+# [inserted class names]].
 INDEPENDENT_CHECK = r'''
-import copy, json, os, sys, torch, yaml
+import copy, importlib, json, os, sys, torch, yaml
 sys.path.insert(0, os.getcwd())
-from models import yolo
+yolo = importlib.import_module(os.environ["YOLO_MODULE"])
 Model = getattr(yolo, "Model", None) or yolo.DetectionModel
 load = lambda path: torch.load(path, map_location="cpu", weights_only=False)
 
@@ -127,8 +129,9 @@ def default_keys() -> List[str]:
 
 
 def _run_in_tree(root: Path, script: str, *args: str) -> str:
+    module = f"{locate(root).models_module}.yolo"
     result = subprocess.run([sys.executable, "-c", script, *args], cwd=root, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "YOLO_MODULE": module}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -298,6 +301,39 @@ def test_several_modules_variants_of_variants_scales_and_widths(make_tree: Calla
 
 
 # --------------------------------------------------------------------------------------------
+# The package layout: <root>/yolov5/models/..., classes pickled under yolov5.models.common
+
+
+@pytest.mark.slow
+def test_package_layout(make_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    probe_environment(monkeypatch)
+    root = make_tree("7.0", "package")
+    tree = locate(root)
+    assert tree.models_module == "yolov5.models" and tree.models_dir == root / "yolov5" / "models"
+    assert apply(root, ["soca"]) == 0
+    base, cfg = root / "yolov5s.pt", tree.models_dir / "yolov5s-soca.yaml"
+    build_bases(root, [("yolov5/models/yolov5s.yaml", base, 1)])
+    report = weights_json(root, base, [Path("yolov5s-soca.yaml")])  # found in yolov5/models/
+    assert report["exit_code"] == 0, report["stderr"][-3000:]
+    (target,) = report["targets"]
+    _complete(target)
+    assert target["cfg"] == "yolov5/models/yolov5s-soca.yaml" and target["out"] == str(root / "yolov5s-soca.pt")
+    (found,) = independent_check(root, [(base, root / "yolov5s-soca.pt", cfg, ["SOCA"])])
+    assert found["wrong"] == 0 and found["moved"] == found["base_tensors"] == target["source_tensors"]
+    assert found["same_before"] == found["first_inserted"] == target["check"]["first_inserted"]
+    assert found["train_transferred"] == found["items"] - found["anchors"] == target["train_transferred"]
+    # the written checkpoint names yolopatch's class under the package: status sees it, revert refuses
+    assert ("yolov5.models.common", "SOCA") in checkpoints.checkpoint_globals(root / "yolov5s-soca.pt")
+    best = root / "runs" / "train" / "exp" / "weights" / "best.pt"
+    best.parent.mkdir(parents=True)
+    (root / "yolov5s-soca.pt").rename(best)
+    assert {item["path"]: item["modules"] for item in collect(root)["checkpoints"]} == {
+        "runs/train/exp/weights/best.pt": {"soca": ["SOCA"]}}
+    with pytest.raises(YolopatchError, match="need soca"):
+        revert(root, ["soca"])
+
+
+# --------------------------------------------------------------------------------------------
 # Refusals that need no torch
 
 
@@ -328,6 +364,10 @@ def test_refusals(make_tree: Callable[..., Path]) -> None:
         out_paths(checkpoint, [variant_path], checkpoint, force=True)
     result = cli(root, "weights", "yolov5s.pt", "--to", "models/yolov5s.yaml", "--out", "x.pt")
     assert result.returncode == 1 and "not a yolopatch-generated variant" in result.stderr
+    result = cli(root, "weights", "yolov5s.pt", "--to", "models/yolov5s-soca.yaml", "--scale", "n", "--force")
+    assert result.returncode == 2 and "--scale is for Ultralytics" in result.stderr
+    (plan,) = plan_targets(tree, checkpoint, [Path("yolov5s-soca.yaml")], None, True)
+    assert (plan.cfg, plan.out, plan.scale) == (variant_path.resolve(), checkpoint.parent / "yolov5s-soca.pt", None)
 
 
 # --------------------------------------------------------------------------------------------

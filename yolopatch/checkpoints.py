@@ -14,11 +14,16 @@ Two jobs, both without torch and without unpickling anything:
 
 A target supplies its checkpoint format (``CheckpointFormat``): where trained checkpoints lie in a
 tree, which modules its inserted classes are pickled under, and the probe script that reads and
-writes them in the user's interpreter. YOLOv5 is the only one today (``YOLOV5``).
+writes them in the user's interpreter: ``YOLOV5`` and ``ULTRALYTICS`` (``format_for(codebase)``).
+
+For Ultralytics, ``foreign_ultralytics_classes`` also names the globals of a checkpoint that 8.4's
+restricted loader (``nn/tasks.py``, ``_SafeLoad``) refuses to rebuild: classes defined outside
+``ultralytics.nn.modules`` (a module pasted into ``nn/attention.py`` or a file of the user's own).
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import ast
 import io
 import itertools
@@ -54,6 +59,23 @@ YOLOV5 = CheckpointFormat(
     class_modules=("models.common", "yolov5.models.common"),
     probe="weights_probe.py",
 )
+
+# Ultralytics: the trainer saves <runs_dir>/<task>/<name>/weights/{last,best}.pt, runs_dir being the git
+# root's (or the working folder's) runs/; downloads (yolov8n.pt) land in the working folder. yolopatch's
+# classes live in ultralytics/nn/modules/yolopatch.py (CBAM too: tasks.py imports it from there).
+ULTRALYTICS = CheckpointFormat(
+    target="ultralytics",
+    patterns=("runs/**/weights/*.pt", "*.pt"),
+    class_modules=("ultralytics.nn.modules.yolopatch",),
+    probe="weights_probe_ultralytics.py",
+)
+
+FORMATS = {fmt.target: fmt for fmt in (YOLOV5, ULTRALYTICS)}
+
+
+def format_for(codebase: str) -> CheckpointFormat:
+    """The checkpoint format of a codebase (``"yolov5"``, ``"ultralytics"``)."""
+    return FORMATS[codebase]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +206,61 @@ def checkpoint_needs(root: Path, fmt: CheckpointFormat = YOLOV5) -> List[Checkpo
         except (OSError, UnreadableCheckpoint, zipfile.BadZipFile) as error:
             result.append(CheckpointNeeds(path, {}, f"{type(error).__name__}: {error}"))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Globals 8.4's restricted loader refuses
+
+
+# What ultralytics 8.4's ``_SafeLoad`` (nn/tasks.py) rebuilds besides torch's own weights-only list: an
+# nn.Module class in one of these modules or their direct submodules (``ultralytics.nn.modules.block``),
+# a class of these modules, and a few data types and legacy aliases by name.
+_SAFE_CLASS_PACKAGES = frozenset({"torch.nn.modules", "ultralytics.nn.modules"})
+_SAFE_CLASS_MODULES = frozenset({"torch.nn.modules", "ultralytics.nn.modules", "ultralytics.nn.tasks",
+                                 "ultralytics.nn.distill_model", "ultralytics.utils.loss", "ultralytics.utils.tal"})
+_SAFE_NAMES = frozenset({
+    "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtypes.Float64DType",
+    "ultralytics.utils.IterableSimpleNamespace", "ultralytics.yolo.utils.IterableSimpleNamespace",
+    "ultralytics.nn.modules.block.Silence", "ultralytics.nn.tasks.YOLOv10DetectionModel",
+    "ultralytics.utils.loss.v10DetectLoss", "builtins.getattr",
+    "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib._local.PosixPath", "pathlib._local.WindowsPath",
+    "torchvision.transforms.transforms.Compose", "torchvision.transforms.transforms.Normalize",
+    "torchvision.transforms.transforms.Resize", "torchvision.transforms.transforms.CenterCrop",
+    "torchvision.transforms.transforms.ToTensor", "torchvision.transforms.functional.InterpolationMode",
+    "ultralytics.nn.text_model.CLIP", "clip.model.CLIP", "clip.model.LayerNorm", "clip.model.QuickGELU",
+    "clip.model.ResidualAttentionBlock", "clip.model.Transformer", "clip.model.VisionTransformer",
+    "clip.clip._convert_image_to_rgb",
+    # torch's own weights-only list (torch/_weights_only_unpickler.py) outside the modules below
+    "collections.OrderedDict", "collections.Counter", "_codecs.encode", "builtins.bytearray", "builtins.complex",
+    "builtins.set",
+})
+# torch's weights-only list: tensors, storages, dtypes, devices and their rebuild functions live here.
+_TORCH_DATA_MODULES = frozenset({"torch", "torch._utils", "torch._tensor", "torch.storage", "torch.serialization",
+                                 "torch.nn.parameter", "torch.cuda", "torch.sparse", "torch.cuda.sparse"})
+
+
+def safe_for_ultralytics(module: str, name: str) -> bool:
+    """Whether 8.4's restricted loader rebuilds the pickle global ``module.name`` (judged by its name only:
+    a name in an accepted module is assumed to be the class it needs to be)."""
+    return (f"{module}.{name}" in _SAFE_NAMES or module in _SAFE_CLASS_MODULES or module in _TORCH_DATA_MODULES
+            or module.rpartition(".")[0] in _SAFE_CLASS_PACKAGES)
+
+
+def foreign_ultralytics_classes(path: Path) -> List[str]:
+    """The globals (``"module.Name"``, sorted) of the checkpoint at ``path`` that ultralytics 8.4's restricted
+    loader rejects: classes outside ``ultralytics.nn.modules`` (``ultralytics.nn.attention.SOCA``,
+    ``my_blocks.SOCA``, ``models.common.Conv``). Older versions load them with a plain ``torch.load`` only
+    where that module imports, and otherwise try to pip-install a package named like it.
+    Raises ``UnreadableCheckpoint``, ``zipfile.BadZipFile`` or ``OSError`` for a file that is no torch checkpoint."""
+    found = {_python3_name(module, name) for module, name in checkpoint_globals(path)}
+    return sorted(f"{module}.{name}" for module, name in found if not safe_for_ultralytics(module, name))
+
+
+def _python3_name(module: str, name: str) -> Global:
+    """A protocol-2 pickle's Python 2 name (``__builtin__ set``) as unpicklers read it (``builtins set``)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def needing(checkpoints: Sequence[CheckpointNeeds], keys: Sequence[str]) -> Dict[str, List[Path]]:

@@ -25,7 +25,7 @@ Then the written file is loaded again and checked with forward hooks on one imag
 before the first inserted one gives exactly (bit for bit) the source's output, and every
 completely transferred layer, given the input its source layer saw, gives exactly its output.
 
-Output: JSON lines in OUT: ``{"kind": "source", ...}`` once, ``{"kind": "result", "cfg": ...}``
+Output: JSON lines in OUT: ``{"kind": "source", ...}`` once, ``{"kind": "result", "index": i, "cfg": ...}``
 per target, ``{"kind": "done"}``; or ``{"kind": "fatal", "error": ...}`` when the tree or the
 checkpoint cannot be loaded. YOLOv5's prints go to stderr. Offline: the tree's config dirs point at a
 temporary folder (with a font: v6.0 loads Arial.ttf on import), pip and YOLOv5's auto-install are
@@ -256,6 +256,8 @@ def _clone(value: Any) -> Any:
         return value.detach().clone()
     if isinstance(value, (list, tuple)):
         return type(value)(_clone(item) for item in value)
+    if isinstance(value, dict):  # Ultralytics' heads return dicts in some modes
+        return {key: _clone(item) for key, item in value.items()}
     return value
 
 
@@ -264,6 +266,8 @@ def _equal(torch: Any, first: Any, second: Any) -> bool:
         return first.shape == second.shape and bool(torch.equal(first, second))
     if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)):
         return len(first) == len(second) and all(_equal(torch, a, b) for a, b in zip(first, second))
+    if isinstance(first, dict) and isinstance(second, dict):
+        return first.keys() == second.keys() and all(_equal(torch, first[key], second[key]) for key in first)
     return type(first) is type(second) and first == second
 
 
@@ -417,12 +421,13 @@ def run(plan: Dict[str, Any], records: Records) -> int:
                    "multiples": [getattr(source, "yaml", {}).get(name) for name in ("depth_multiple", "width_multiple")]
                    if isinstance(getattr(source, "yaml", None), dict) else None})
     failed = 0
-    for target in plan["targets"]:
+    for index, target in enumerate(plan["targets"]):
         try:
             record = one_target(torch, build, source, which, plan["checkpoint"], target, int(plan.get("seed", 0)))
         except (Exception, SystemExit) as error:  # noqa: BLE001 - every failure becomes a record
             traceback.print_exc()
             record = {"kind": "result", "cfg": target["cfg"], "out": target["out"], "error": _last_line(error)}
+        record["index"] = index  # the same variant may come twice (at two scales): the caller matches by index
         failed += record["error"] is not None or bool(record.get("check", {}).get("failures"))
         records.write(record)
     records.write({"kind": "done", "failed": failed})

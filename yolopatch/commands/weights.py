@@ -5,32 +5,45 @@ variant.yaml`` (which matches tensors by key and shape) drops most of them and l
 shifted layers with the wrong layer's weights. yolopatch wrote the variant, so it knows the exact
 ``old -> new`` index map (``checkpoints.transfer_candidates``, from the variants' own remap).
 
-The checkpoint is unpickled by ``yolopatch/weights_probe.py`` in a subprocess with the user's
-interpreter (its pickle names the tree's classes); yolopatch itself never imports YOLOv5. The probe
-builds each variant with the tree's ``Model``, copies every tensor to its new key where the shapes
-agree, saves YOLOv5's checkpoint format, loads the written file again and checks it with forward
-hooks (see the probe's docstring). This command plans, runs the probe, and reports per layer.
+The checkpoint is unpickled by ``yolopatch/weights_probe.py`` (YOLOv5) or
+``yolopatch/weights_probe_ultralytics.py`` (Ultralytics) in a subprocess with the user's interpreter
+(its pickle names the tree's classes); yolopatch itself never imports the tree. The probe builds
+each variant with the tree's own model class, copies every tensor to its new key where the shapes
+agree, saves the codebase's checkpoint format, loads the written file again with the tree's loader
+and checks it with forward hooks (see the probes' docstrings). This command plans, runs the probe,
+and reports per layer.
+
+Ultralytics variants (``yolov8-soca.yaml``) hold every scale: the written model takes ``--scale``, else
+the source model's scale, and is written as ``yolov8<scale>-soca.pt`` (the name Ultralytics reads the
+scale from) unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
 from yolopatch import catalog, checkpoints, ui, variants
 from yolopatch.changes import read_text
-from yolopatch.checkpoints import YOLOV5, CheckpointFormat, Insertion
+from yolopatch.checkpoints import ULTRALYTICS, YOLOV5, CheckpointFormat, Insertion
 from yolopatch.errors import UsageError, YolopatchError
-from yolopatch.tree import Tree, locate
+from yolopatch.targets.locate import is_ultralytics, locate_any
+from yolopatch.targets.ultralytics import UltralyticsTree
+from yolopatch.tree import Tree
+
+AnyTree = Union[Tree, UltralyticsTree]
+SCALE = "{scale}"  # in an Ultralytics output path: the scale, known once the probe has read the checkpoint
 
 
 @dataclass(frozen=True)
@@ -41,9 +54,10 @@ class TargetPlan:
     out: Path
     base_name: str
     candidates: List[checkpoints.SourceCandidate]
+    scale: Optional[str] = None  # Ultralytics: the scale to build (None: the source model's)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"cfg": str(self.cfg), "out": str(self.out),
+        return {"cfg": str(self.cfg), "out": str(self.out), "scale": self.scale,
                 "candidates": [option.to_json() for option in self.candidates]}
 
 
@@ -51,11 +65,35 @@ class TargetPlan:
 # Planning (reads YAMLs, nothing else)
 
 
-def find_cfg(tree: Tree, cfg: Path) -> Path:
+def find_cfg(tree: AnyTree, cfg: Path) -> Path:
+    if isinstance(tree, UltralyticsTree):
+        return find_ultralytics_cfg(tree, cfg)[0]
     for candidate in (cfg, tree.root / cfg, tree.models_dir / cfg, tree.models_dir / "hub" / cfg):
         if candidate.is_file():
             return candidate.resolve()
     raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, models/, models/hub/)",
+                         hint="pass --to with a variant YAML that yolopatch generated")
+
+
+# Ultralytics reads a model's scale from its file name: yolov8n-soca.yaml is yolov8-soca.yaml at scale n
+# (nn/tasks.py yaml_model_load and guess_model_scale).
+_SCALED_NAME = re.compile(r"^(yolo(?:e-)?v?\d+)([nslmx])(.*)$")
+
+
+def find_ultralytics_cfg(tree: UltralyticsTree, cfg: Path) -> Tuple[Path, Optional[str]]:
+    """(the variant YAML, the scale its name gives or None): ``cfg`` as given, in the tree, in
+    ``ultralytics/cfg/models/*/``, and a scaled name (``yolov8n-soca.yaml``) as the file without the scale."""
+    names: List[Tuple[Path, Optional[str]]] = [(cfg, None)]
+    scaled = _SCALED_NAME.match(cfg.stem)
+    if scaled is not None:
+        names.append((cfg.with_name(scaled.group(1) + scaled.group(3) + cfg.suffix), scaled.group(2)))
+    for name, scale in names:
+        folders = [Path(), tree.root, tree.models_dir] + sorted(tree.models_dir.glob("*/"))
+        for candidate in (name if name.is_absolute() else folder / name for folder in folders):
+            if candidate.is_file():
+                return candidate.resolve(), scale
+    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, "
+                         f"{tree.relative(tree.models_dir)}/*/)",
                          hint="pass --to with a variant YAML that yolopatch generated")
 
 
@@ -103,12 +141,26 @@ def plan_target(cfg: Path, out: Path) -> TargetPlan:
     return TargetPlan(cfg, out, info.base_name, checkpoints.transfer_candidates(base, target, others))
 
 
-def out_paths(checkpoint: Path, cfgs: Sequence[Path], out: Optional[Path], force: bool) -> List[Path]:
-    """Where each variant's checkpoint goes: ``--out``, else ``<variant stem>.pt`` beside the source."""
+def default_name(cfg: Path, base_name: Optional[str] = None, scale: Optional[str] = None) -> str:
+    """``<variant stem>.pt``; for an Ultralytics variant (``base_name`` given) the scale goes after the base
+    stem, as Ultralytics names models: ``yolov8-soca.yaml`` at n -> ``yolov8n-soca.pt`` (``{scale}`` while
+    the scale is not known yet)."""
+    if base_name is None:
+        return f"{cfg.stem}.pt"
+    stem = Path(base_name).stem
+    rest = cfg.stem[len(stem):] if cfg.stem.startswith(stem) else "-" + cfg.stem
+    return f"{stem}{SCALE if scale is None else scale}{rest}.pt"
+
+
+def out_paths(checkpoint: Path, cfgs: Sequence[Path], out: Optional[Path], force: bool,
+              names: Optional[Sequence[str]] = None) -> List[Path]:
+    """Where each variant's checkpoint goes: ``--out``, else ``names`` (default ``<variant stem>.pt``) beside
+    the source. A name holding ``{scale}`` is checked by the probe once the scale is known."""
     if out is not None and len(cfgs) != 1:
         raise UsageError("--out names one file; it goes with exactly one --to",
                          hint="leave --out out: each variant's checkpoint is written beside the source as <variant>.pt")
-    paths = [out.resolve() if out is not None else checkpoint.parent / f"{cfg.stem}.pt" for cfg in cfgs]
+    names = list(names) if names is not None else [default_name(cfg) for cfg in cfgs]
+    paths = [out.resolve() if out is not None else checkpoint.parent / name for name in names]
     for path in paths:
         if path == checkpoint:
             raise UsageError(f"{path} is the source checkpoint", hint="pass another --out")
@@ -128,18 +180,38 @@ def probe_path(fmt: CheckpointFormat = YOLOV5) -> Path:
     return Path(str(resources.files("yolopatch").joinpath(fmt.probe)))
 
 
-def run_probe(python: str, tree: Tree, checkpoint: Path, plans: Sequence[TargetPlan],
-              seed: int) -> List[Dict[str, Any]]:
+def checkpoint_format(tree: AnyTree) -> CheckpointFormat:
+    return ULTRALYTICS if is_ultralytics(tree) else YOLOV5
+
+
+def import_root(tree: AnyTree) -> Path:
+    """The folder that goes first on sys.path for the probe (the one holding ``ultralytics/`` or ``models/``)."""
+    return tree.package_dir.parent if isinstance(tree, UltralyticsTree) else tree.import_root
+
+
+def probe_plan(tree: AnyTree, checkpoint: Path, plans: Sequence[TargetPlan], seed: int,
+               force: bool = False) -> Dict[str, Any]:
+    """The probe's plan (see the probes' docstrings)."""
+    plan: Dict[str, Any] = {"root": str(import_root(tree)), "checkpoint": str(checkpoint), "seed": seed,
+                            "targets": [item.to_json() for item in plans]}
+    if isinstance(tree, UltralyticsTree):
+        plan.update({"module": "ultralytics.nn.tasks", "force": force})
+    else:
+        plan["module"] = f"{tree.models_module}.yolo"
+    return plan
+
+
+def run_probe(python: str, tree: AnyTree, checkpoint: Path, plans: Sequence[TargetPlan],
+              seed: int, force: bool = False) -> List[Dict[str, Any]]:
     """Run the probe on ``plans``; its JSON-lines records (raises when it could not start or load)."""
-    plan = {"root": str(tree.import_root), "module": f"{tree.models_module}.yolo", "checkpoint": str(checkpoint),
-            "seed": seed, "targets": [item.to_json() for item in plans]}
+    plan = probe_plan(tree, checkpoint, plans, seed, force)
     with tempfile.TemporaryDirectory(prefix="yolopatch-weights-") as folder:
         plan_path, out_path, log_path = (Path(folder) / name for name in ("plan.json", "records.jsonl", "probe.log"))
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
-        command = [python, str(probe_path()), str(plan_path), str(out_path)]
+        command = [python, str(probe_path(checkpoint_format(tree))), str(plan_path), str(out_path)]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
         with log_path.open("wb") as log:
-            code = subprocess.run(command, cwd=tree.import_root, stdin=subprocess.DEVNULL, stdout=log,
+            code = subprocess.run(command, cwd=import_root(tree), stdin=subprocess.DEVNULL, stdout=log,
                                   stderr=subprocess.STDOUT, env=env).returncode
         records = [json.loads(line) for line in out_path.read_text(encoding="utf-8").splitlines()] \
             if out_path.exists() else []
@@ -150,19 +222,25 @@ def run_probe(python: str, tree: Tree, checkpoint: Path, plans: Sequence[TargetP
     if not any(record.get("kind") == "source" for record in records):
         tail = [line for line in log_text.strip().splitlines() if line.strip()][-1:] or [f"exit code {code}"]
         raise YolopatchError(f"the weights probe could not run with {python}: {tail[0]}",
-                             hint="run it with --debug, or check that this interpreter has torch and YOLOv5's requirements")
+                             hint=f"run it with --debug, or check that this interpreter has torch and "
+                                  f"{_title(tree)}'s requirements")
     return records
 
 
-def _fatal_error(python: str, tree: Tree, checkpoint: Path, fatal: Dict[str, Any]) -> YolopatchError:
+def _title(tree: AnyTree) -> str:
+    return "Ultralytics" if is_ultralytics(tree) else "YOLOv5"
+
+
+def _fatal_error(python: str, tree: AnyTree, checkpoint: Path, fatal: Dict[str, Any]) -> YolopatchError:
     if fatal.get("missing_module") and fatal.get("stage") != "load the checkpoint":
         return YolopatchError(f"the interpreter {python} lacks {fatal['missing_module']!r}",
-                              hint="pass --python PATH to an interpreter that has YOLOv5's requirements")
+                              hint=f"pass --python PATH to an interpreter that has {_title(tree)}'s requirements")
     if fatal.get("stage") == "load the checkpoint":
         return YolopatchError(f"cannot load the checkpoint with this tree's code: {fatal.get('error')}",
                               path=checkpoint, hint="a checkpoint that needs a module this tree lacks loads after "
                                                     "`yolopatch apply <module>`; see `yolopatch status`")
-    return YolopatchError(f"{fatal.get('stage')} ({tree.models_module}.yolo from {tree.import_root}) failed with "
+    module = "ultralytics.nn.tasks" if isinstance(tree, UltralyticsTree) else f"{tree.models_module}.yolo"
+    return YolopatchError(f"{fatal.get('stage')} ({module} from {import_root(tree)}) failed with "
                           f"{python}: {fatal.get('error')}", hint="run `yolopatch verify` to see whether the tree builds")
 
 
@@ -220,9 +298,9 @@ def _layer_rows(record: Dict[str, Any]) -> List[List[Any]]:
     return sorted(rows, key=lambda row: (row[1] if isinstance(row[1], int) else 10**6, str(row[0])))
 
 
-def report_text(tree: Tree, checkpoint: Path, source: Dict[str, Any], plan: TargetPlan,
+def report_text(tree: AnyTree, checkpoint: Path, source: Dict[str, Any], plan: TargetPlan,
                 record: Dict[str, Any]) -> None:
-    out, cfg = ui.display_path(plan.out), tree.relative(plan.cfg)
+    out, cfg = ui.display_path(Path(record.get("out") or plan.out)), tree.relative(plan.cfg)
     ui.table(f"{ui.display_path(checkpoint)} -> {out} ({cfg}, from {record['candidate_description']})",
              ["from layer", "to layer", "module", "tensors", "note"], _layer_rows(record))
     check = record["check"]
@@ -230,8 +308,17 @@ def report_text(tree: Tree, checkpoint: Path, source: Dict[str, Any], plan: Targ
     before = f"layers 0..{len(check['before']) - 1} give the source's outputs exactly; " if check["before"] else ""
     ui.done(f"  forward check ({check['img']}x{check['img']}): {before}{check['layers_equal']}/{check['layers_checked']}"
             " completely transferred layers give their source layer's output on its input")
-    ui.done(f"  train.py --weights {out} --cfg {cfg} will report: Transferred "
-            f"{record['train_transferred']}/{record['target_tensors']} items (it leaves out the anchors)")
+    if not is_ultralytics(tree):
+        ui.done(f"  train.py --weights {out} --cfg {cfg} will report: Transferred "
+                f"{record['train_transferred']}/{record['target_tensors']} items (it leaves out the anchors)")
+        return
+    scaled = Path(default_name(plan.cfg, plan.base_name, record.get("scale") or "")).with_suffix(".yaml").name
+    ui.done(f"  YOLO({scaled!r}).load({out!r}) will report: Transferred {record['load_transferred']}/"
+            f"{record['target_tensors']} items (from {ui.display_path(checkpoint)} as it is: "
+            f"{record['naive_transferred']}/{record['target_tensors']})")
+    loader = record.get("loader") or {}
+    if loader.get("safe_load_error") is None:
+        ui.done(f"  {loader.get('function')} and the restricted loader (safe_only=True) read it")
 
 
 def warn_mismatches(record: Dict[str, Any]) -> None:
@@ -249,19 +336,23 @@ def _mismatch_note(mismatches: Sequence[Sequence[Any]]) -> str:
     return f"{key} {tuple(old)} does not fit {tuple(new)}{more}"
 
 
-def to_json(tree: Tree, checkpoint: Path, source: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def to_json(tree: AnyTree, checkpoint: Path, source: Dict[str, Any], results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """The ``--json`` document: {"checkpoint", "source": {which, yaml_file, nc, dtype}, "ok",
     "targets": [{"cfg", "out", "ok", "problems", "source_as", "source_tensors", "transferred",
-    "target_tensors", "train_transferred", "layers", "fresh", "check"}]}."""
+    "target_tensors", "train_transferred", "layers", "fresh", "check"}]}; for Ultralytics also "scale",
+    "load_transferred" (what ``YOLO(cfg).load(out)`` reports), "naive_transferred" (the same from the source
+    as it is) and "loader" ({"function", "safe_load_error"})."""
     return {
         "checkpoint": str(checkpoint),
         "source": {name: source.get(name) for name in ("which", "yaml_file", "nc", "dtype", "multiples")},
         "ok": all(not item["problems"] for item in results),
         "targets": [{
-            "cfg": tree.relative(item["plan"].cfg), "out": str(item["plan"].out), "ok": not item["problems"],
-            "problems": item["problems"], "source_as": item["record"].get("candidate_description"),
+            "cfg": tree.relative(item["plan"].cfg), "out": str(item["record"].get("out") or item["plan"].out),
+            "ok": not item["problems"], "problems": item["problems"],
+            "source_as": item["record"].get("candidate_description"),
             **{name: item["record"].get(name) for name in ("source_tensors", "transferred", "target_tensors",
-                                                           "train_transferred", "layers", "fresh", "check")},
+                                                           "train_transferred", "layers", "fresh", "check", "scale",
+                                                           "load_transferred", "naive_transferred", "loader")},
         } for item in results],
     }
 
@@ -270,24 +361,43 @@ def to_json(tree: Tree, checkpoint: Path, source: Dict[str, Any], results: Seque
 # The command
 
 
+def plan_targets(tree: AnyTree, checkpoint: Path, to: Sequence[Path], out: Optional[Path], force: bool,
+                 scale: Optional[str] = None) -> List[TargetPlan]:
+    """One plan per ``--to``: the variant, its layer maps, where its checkpoint goes and (Ultralytics) its scale."""
+    if not isinstance(tree, UltralyticsTree):
+        if scale is not None:
+            raise UsageError("--scale is for Ultralytics variants (one YAML, every scale); a YOLOv5 variant "
+                             "has its scale in its file", hint="pass --to models/yolov5n-soca.yaml")
+        cfgs = [find_cfg(tree, cfg) for cfg in to]
+        return [plan_target(cfg, path) for cfg, path in zip(cfgs, out_paths(checkpoint, cfgs, out, force))]
+    found = [find_ultralytics_cfg(tree, cfg) for cfg in to]
+    plans = [dataclasses.replace(plan_target(cfg, checkpoint), scale=scale or named) for cfg, named in found]
+    names = [default_name(plan.cfg, plan.base_name, plan.scale) for plan in plans]
+    paths = out_paths(checkpoint, [plan.cfg for plan in plans], out, force, names)
+    return [dataclasses.replace(plan, out=path) for plan, path in zip(plans, paths)]
+
+
 def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[Path] = None,
-            python: Optional[str] = None, force: bool = False, as_json: bool = False, seed: int = 0) -> int:
+            python: Optional[str] = None, force: bool = False, as_json: bool = False, seed: int = 0,
+            scale: Optional[str] = None) -> int:
     """`yolopatch weights`: write a checkpoint per variant; exit 1 if any could not be written or checked."""
     if not to:
         raise UsageError("name the variant(s) to write weights for", hint="--to models/yolov5s-soca.yaml")
-    tree = locate(repo)
+    tree = locate_any(repo, allow_installed=True)  # reads the tree only: an installed copy is fine
+    if not isinstance(tree, (Tree, UltralyticsTree)):
+        raise YolopatchError(f"`yolopatch weights` supports YOLOv5 and Ultralytics trees; this is a "
+                             f"{getattr(tree, 'codebase', 'other')} tree", path=tree.root)
     if not checkpoint.is_file():
         raise YolopatchError("no such checkpoint", path=checkpoint, hint="pass the .pt file to transfer from")
     checkpoint = checkpoint.resolve()
-    cfgs = [find_cfg(tree, cfg) for cfg in to]
-    plans = [plan_target(cfg, path) for cfg, path in zip(cfgs, out_paths(checkpoint, cfgs, out, force))]
+    plans = plan_targets(tree, checkpoint, to, out, force, scale)
     interpreter = _python(python)
-    records = run_probe(interpreter, tree, checkpoint, plans, seed)
+    records = run_probe(interpreter, tree, checkpoint, plans, seed, force)
     source = next(record for record in records if record.get("kind") == "source")
-    by_cfg = {record["cfg"]: record for record in records if record.get("kind") == "result"}
+    by_index = {record.get("index"): record for record in records if record.get("kind") == "result"}
     results = []
-    for plan in plans:
-        record = by_cfg.get(str(plan.cfg), {"error": "the probe stopped before this variant"})
+    for index, plan in enumerate(plans):
+        record = by_index.get(index, {"error": "the probe stopped before this variant"})
         results.append({"plan": plan, "record": record, "problems": problems(record, plan, source)})
     if as_json:
         ui.print_json(to_json(tree, checkpoint, source, results))
