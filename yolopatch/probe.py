@@ -1,22 +1,41 @@
-"""Build model YAMLs through a YOLOv5 tree's own code and measure them (run by `yolopatch verify`).
+"""Build model YAMLs through a YOLO tree's own code and measure them (run by `yolopatch verify`).
 
 A standalone script, run in a subprocess with the user's interpreter::
 
-    python probe.py --root ROOT --module models.yolo [--img 640] [--runs 7] [--warmup 2]
-                    [--pair BASE VARIANT]... [--out FILE] CFG [CFG ...]
+    python probe.py --root ROOT --module models.yolo [--codebase yolov5|ultralytics] [--scale n]
+                    [--img 640] [--runs 7] [--warmup 2] [--pair BASE VARIANT]... [--out FILE] CFG [CFG ...]
 
 It imports only the standard library, torch and the tree's own code (never yolopatch, which need
 not be installed in that interpreter). ``ROOT`` goes first on ``sys.path``; ``--module`` is the
-dotted name of the tree's ``yolo.py`` (``models.yolo`` in a checkout, ``yolov5.models.yolo`` in the
-package layout). For every CFG, in one process (importing YOLOv5 costs seconds):
+dotted name of the module that builds models: for YOLOv5 the tree's ``yolo.py`` (``models.yolo`` in a
+checkout, ``yolov5.models.yolo`` in the package layout), for Ultralytics ``ultralytics.nn.tasks``.
+How a CFG becomes a model is the only codebase-specific step (``builder``):
 
-- ``Model(cfg)`` in eval mode: one forward of a batch-1 ``img x img`` random image under
+- YOLOv5: ``Model(cfg)`` (``DetectionModel`` in late trees); YOLOv7 the same way. First, every string
+  argument of the YAML's rows must evaluate in parse_model's scope (``check_arguments``): its eval keeps
+  a misspelt name as a string without a word; such a YAML gets an ``arguments`` stage error naming the
+  line (``argument_problems``) and is not built;
+- Ultralytics: the tree's ``yaml_model_load(cfg)``, whose scale comes from the file name as Ultralytics
+  reads it (``yolov8s-x.yaml``: s); a file name without a scale letter (yolopatch's ``yolov8-soca.yaml``)
+  gets ``--scale`` (default n; a model that does not offer it, such as rtdetr-l.yaml, its first scale).
+  The tree's ``guess_model_task`` picks the model class in ``nn.tasks`` (``DetectionModel``,
+  ``SegmentationModel``, ``PoseModel``, ``OBBModel``, ...; the head's module name picks
+  ``RTDETRDetectionModel``, ``WorldModel`` and the YOLOE models). Ultralytics 8.0 imports ``hub_sdk``
+  at start-up for HUB URLs only; where it does and that package is missing, a stand-in is put in
+  ``sys.modules`` (named in the ``env`` record's ``stubbed``) so that the model code can be imported.
+
+For every CFG, in one process (importing the tree costs seconds):
+
+- the model in eval mode: one forward of a batch-1 ``img x img`` random image under
   ``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs (2 per multiply-add, YOLOv5's own
   GFLOPs convention; unlike thop it also sees the matrix products inside attention modules) and,
   through forward pre-hooks, each top-level layer's input channels;
 - train mode: a forward of a batch-2 image of ``min(img, 4 x largest stride)`` (the gradient check
   does not depend on the size; BatchNorm needs more than one value per channel) and a backward of
-  the sum of the output means; every parameter the backward did not reach is listed by name;
+  the sum of the output means; every parameter the backward did not reach is listed by name.
+  RT-DETR models run this in eval mode (their decoder's training forward needs a batch of labels in
+  Ultralytics 8.0 to 8.3); the parameters of the decoder that only labels reach (denoising embedding,
+  intermediate score heads) are then listed in ``params_unchecked`` instead;
 - latency, after every model has been built and checked (so that the first model does not pay for
   the process's warm-up): each ``--pair BASE VARIANT`` is timed together, ``--warmup`` untimed eval
   forwards of each, then ``--runs`` rounds that time both in alternating order (base, variant;
@@ -90,7 +109,7 @@ def offline_environment(config_dir: str) -> Dict[str, str]:
     return {
         "YOLOV5_CONFIG_DIR": config_dir,  # YOLOv5 >= 6.0 utils.general.user_config_dir (fonts, settings)
         "YOLO_CONFIG_DIR": config_dir,  # ultralytics (imported by the yolov5 7.0.x wheels)
-        "YOLO_OFFLINE": "1",
+        "YOLO_OFFLINE": "true",  # ultralytics 8.1 to 8.3 skip their connectivity check only for "true" (8.4: also "1")
         "HF_HUB_OFFLINE": "1",
         "PIP_NO_INDEX": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -200,7 +219,7 @@ def pip_name(module: str) -> str:
     """The pip requirement that provides top-level ``module``."""
     names = {"cv2": "opencv-python", "PIL": "pillow", "yaml": "pyyaml", "git": "gitpython",
              "pkg_resources": "'setuptools<81'", "IPython": "ipython", "sklearn": "scikit-learn",
-             "google": "protobuf"}
+             "google": "protobuf", "cpuinfo": "py-cpuinfo", "hub_sdk": "hub-sdk"}
     return names.get(module, module)
 
 
@@ -213,7 +232,7 @@ def import_tree(root: str, module_name: str) -> Any:
     where = os.path.realpath(getattr(module, "__file__", "") or "")
     if not where.startswith(os.path.realpath(root) + os.sep):
         raise ImportError(f"{module_name} was imported from {where}, not from the tree at {root} "
-                          f"(another YOLOv5 shadows it on sys.path)")
+                          f"(another copy shadows it on sys.path)")
     return module
 
 
@@ -225,16 +244,209 @@ def model_class(module: Any) -> Callable[..., Any]:
     raise AttributeError(f"{module.__name__} defines neither Model nor DetectionModel")
 
 
+YOLOV5, ULTRALYTICS = "yolov5", "ultralytics"
+
+# Ultralytics: the model class in nn.tasks for each task its guess_model_task names (None: detect) ...
+ULTRALYTICS_TASK_MODELS = {"detect": "DetectionModel", "segment": "SegmentationModel", "pose": "PoseModel",
+                           "obb": "OBBModel", "classify": "ClassificationModel",
+                           "semantic": "SemanticSegmentationModel", "depth": "DepthModel"}
+# ... and the heads whose class the task does not tell (Ultralytics' RTDETR, YOLOWorld and YOLOE classes pick it)
+ULTRALYTICS_HEAD_MODELS = {"RTDETRDecoder": "RTDETRDetectionModel", "WorldDetect": "WorldModel",
+                           "YOLOEDetect": "YOLOEModel", "YOLOESegment": "YOLOESegModel",
+                           "YOLOESegment26": "YOLOESegModel"}
+
+
+def stub_hub_sdk(root: str) -> List[str]:
+    """Ultralytics 8.0 imports ``hub_sdk`` (HUB URLs and client) at start-up; verify never talks to HUB. Where
+    the tree's ``engine/model.py`` imports it and the package is missing, put a stand-in into sys.modules;
+    return the names stubbed (for the env record)."""
+    import ast
+    import importlib.util
+    import types
+
+    try:
+        with open(os.path.join(root, ULTRALYTICS, "engine", "model.py"), encoding="utf-8") as handle:
+            body = ast.parse(handle.read()).body
+    except (OSError, SyntaxError, ValueError):
+        return []
+    imports_hub = any(isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "hub_sdk"
+                      for node in body)
+    if not imports_hub or importlib.util.find_spec("hub_sdk") is not None:
+        return []
+    hub, config = types.ModuleType("hub_sdk"), types.ModuleType("hub_sdk.config")
+    hub.HUB_API_ROOT = hub.HUB_WEB_ROOT = config.HUB_WEB_ROOT = "https://hub.invalid"  # type: ignore[attr-defined]
+    hub.HUBClient = object  # type: ignore[attr-defined]
+    hub.config = config  # type: ignore[attr-defined]
+    sys.modules["hub_sdk"], sys.modules["hub_sdk.config"] = hub, config
+    return ["hub_sdk"]
+
+
+def ultralytics_model_class(tasks: Any, data: Dict[str, Any]) -> Callable[..., Any]:
+    """The nn.tasks class that builds the model dict ``data``: by its head's module name, else by its task."""
+    head = str((data.get("head") or [[None, None, ""]])[-1][2]).rsplit(".", 1)[-1]
+    name = ULTRALYTICS_HEAD_MODELS.get(head) or ULTRALYTICS_TASK_MODELS.get(tasks.guess_model_task(data) or "detect")
+    if name is None or not hasattr(tasks, name):
+        raise ValueError(f"no model class in {tasks.__name__} for a model whose head is {head}")
+    return getattr(tasks, name)
+
+
+DEFAULT_SCALE = "n"
+
+
+def ultralytics_builder(tasks: Any, scale: Optional[str]) -> Callable[[str], Any]:
+    """``build(cfg)`` through the tree's own yaml_model_load, task guess and model class (see the docstring).
+
+    A CFG whose file name has no scale letter gets ``scale`` (default n); a model that does not offer it (such
+    as rtdetr-l.yaml, whose only scale is l) gets its first scale, which is what Ultralytics' parse_model takes
+    for a name without a letter. The record's ``scale`` says which one was built.
+    """
+
+    def build(cfg: str) -> Any:
+        data = tasks.yaml_model_load(cfg)
+        scales = data.get("scales") or {}
+        if scales and not data.get("scale"):
+            wanted = scale or DEFAULT_SCALE
+            data["scale"] = wanted if wanted in scales else next(iter(scales))
+        return ultralytics_model_class(tasks, data)(data, ch=3, verbose=False)
+
+    return build
+
+
+def builder(codebase: str, module: Any, scale: Optional[str]) -> Callable[[str], Any]:
+    """The codebase's ``build(cfg) -> model``."""
+    return ultralytics_builder(module, scale) if codebase == ULTRALYTICS else model_class(module)
+
+
+# --------------------------------------------------------------------------------------------
+# Row arguments that parse_model would silently keep as strings (YOLOv5, YOLOv7)
+
+# Strings a model YAML passes on purpose, which parse_model's eval fails on and keeps: nn.Upsample's modes.
+KEPT_STRINGS = frozenset({"nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact"})
+_YAML_STR = "tag:yaml.org,2002:str"
+
+
+class ArgumentError(Exception):
+    """Rows of a model YAML whose module or string arguments parse_model cannot evaluate: ``problems`` holds
+    one ``{"line", "row", "message"}`` each; the exception's text is the first one, ``line N: message``."""
+
+    def __init__(self, problems: List[Dict[str, Any]]) -> None:
+        super().__init__(f"line {problems[0]['line']}: {problems[0]['message']}")
+        self.problems = problems
+
+
+def argument_problems(text: str, module: Any) -> List[Dict[str, Any]]:
+    """The YAML rows whose string arguments (or module name) YOLOv5's / YOLOv7's parse_model cannot evaluate.
+
+    parse_model evaluates every string argument with ``eval(a)`` in its own frame (yolo.py's globals and its
+    locals: nc, anchors, gd, gw, ...) and keeps the string when that fails: YOLOv7 (and YOLOv5 5.0) with a
+    bare ``except: pass``, YOLOv5 6.0 to 7.0 and master for a NameError. A misspelt name (``redution``,
+    ``anchor``) then reaches the module as a string and fails far away or builds a wrong model. Here a string
+    argument must evaluate there, or be one of ``KEPT_STRINGS``; one that names a parse_model local whose
+    value is only known during the build (``ch``, ``c2``) is not evaluated. Module names are left to the
+    build (parse_model's ``eval(m)`` is not guarded: a misspelt one fails loudly there), and so is a YAML
+    that does not parse."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        return []
+    sections = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
+    scope = _ParseModelScope(module, data)
+    problems: List[Dict[str, Any]] = []
+    rows = [row for name in ("backbone", "head") if isinstance(sections.get(name), yaml.SequenceNode)
+            for row in sections[name].value]
+    for index, row in enumerate(rows):
+        if not isinstance(row, yaml.SequenceNode) or len(row.value) < 4:
+            continue
+        kind = row.value[2]
+        name = kind.value if isinstance(kind, yaml.ScalarNode) else "?"
+        arguments = row.value[3]
+        for node in arguments.value if isinstance(arguments, yaml.SequenceNode) else []:
+            if not isinstance(node, yaml.ScalarNode) or node.tag != _YAML_STR or node.value in KEPT_STRINGS:
+                continue
+            why = scope.why_not(node.value)
+            if why is not None:
+                problems.append({"line": node.start_mark.line + 1, "row": index,
+                                 "message": f"row {index} ({name}): argument {node.value!r} {why}"})
+    return problems
+
+
+class _ParseModelScope:
+    """What ``eval`` sees inside parse_model: yolo.py's globals, builtins, and the function's locals (the ones
+    read from the YAML with their values: nc, anchors, gd, gw, na, no, act, ch_mul; the others by name)."""
+
+    def __init__(self, module: Any, data: Dict[str, Any]) -> None:
+        import builtins
+
+        self.module_name = getattr(module, "__name__", "yolo.py")
+        self.globals = dict(vars(module))
+        self.builtins = set(dir(builtins))
+        function = getattr(module, "parse_model", None)
+        code = getattr(function, "__code__", None)
+        self.locals = set(code.co_varnames + code.co_cellvars) if code is not None else set()
+        anchors, nc = data.get("anchors"), data.get("nc")
+        na = (len(anchors[0]) // 2) if isinstance(anchors, list) and anchors and isinstance(anchors[0], list) \
+            else anchors
+        self.known = {"nc": nc, "anchors": anchors, "gd": data.get("depth_multiple"),
+                      "gw": data.get("width_multiple"), "act": data.get("activation"),
+                      "ch_mul": data.get("channel_multiple"),
+                      "na": na, "no": na * (nc + 5) if isinstance(na, int) and isinstance(nc, int) else None}
+        self.known = {name: value for name, value in self.known.items() if name in self.locals}
+
+    def why_not(self, text: str) -> Optional[str]:
+        """Why ``eval(text)`` fails inside parse_model (a phrase), or None when it works or cannot be told."""
+        import ast
+        import difflib
+
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError:
+            return "is not a Python expression (parse_model's eval fails on it)"
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        unknown = sorted(name for name in names
+                         if name not in self.globals and name not in self.locals and name not in self.builtins)
+        if unknown:
+            candidates = [name for name in [*self.known, *self.globals, *sorted(KEPT_STRINGS)]
+                          if not name.startswith("_")]
+            close = difflib.get_close_matches(unknown[0], candidates, n=1)
+            subject = "is" if unknown[0] == text.strip() else f"names {unknown[0]!r}, which is"
+            return (f"{subject} defined neither in {self.module_name} nor in parse_model"
+                    + (f" (did you mean {close[0]!r}?)" if close else "") + ": parse_model would silently keep "
+                    f"the string {text!r}")
+        if names & (self.locals - set(self.known)) - set(self.globals):
+            return None  # a local only the build gives a value (ch, c2, ...)
+        try:
+            eval(compile(tree, "<yaml>", "eval"), dict(self.globals), dict(self.known))  # noqa: S307 - as parse_model
+        except Exception as error:  # noqa: BLE001 - any failure is what parse_model would swallow
+            return f"fails in parse_model's eval: {_last_line(error)}"
+        return None
+
+
+def check_arguments(cfg: str, module: Any) -> None:
+    """Raise ArgumentError when ``cfg``'s rows hold arguments parse_model would silently keep as strings."""
+    with open(cfg, encoding="utf-8", errors="replace") as handle:
+        problems = argument_problems(handle.read(), module)
+    if problems:
+        raise ArgumentError(problems)
+
+
 # --------------------------------------------------------------------------------------------
 # Measuring one model
 
 
 def shapes(value: Any) -> Any:
-    """Nested list of the tensor shapes in a (nested) model output."""
+    """Nested list of the tensor shapes in a (nested) model output (dicts, as Ultralytics 8.4 heads
+    return, keep their keys)."""
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return [int(size) for size in value.shape]
     if isinstance(value, (list, tuple)):
         return [shapes(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): shapes(item) for key, item in value.items()}
     return None
 
 
@@ -244,6 +456,8 @@ def tensors(value: Any) -> List[Any]:
         return [value]
     if isinstance(value, (list, tuple)):
         return [tensor for item in value for tensor in tensors(item)]
+    if isinstance(value, dict):
+        return [tensor for item in value.values() for tensor in tensors(item)]
     return []
 
 
@@ -274,7 +488,10 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, stage: 
     torch.manual_seed(0)
     stage.name = "build"
     model = build(cfg)
-    record: Dict[str, Any] = {"params": sum(int(p.numel()) for p in model.parameters())}
+    record: Dict[str, Any] = {"params": sum(int(p.numel()) for p in model.parameters()),
+                              "model_class": type(model).__name__}
+    described = getattr(model, "yaml", None)
+    record["scale"] = (described.get("scale") or None) if isinstance(described, dict) else None
     stride = int(max(model.stride)) if hasattr(model, "stride") else 32
     record["stride"] = stride
     if img % stride:
@@ -307,16 +524,29 @@ def measure(torch: Any, build: Callable[[str], Any], cfg: str, img: int, stage: 
     } for index, layer in enumerate(layers)]
 
     stage.name = "backward"
-    model.train()
+    labels_only = _label_only_prefix(layers)
+    model.train(labels_only is None)
     model.zero_grad(set_to_none=True)
     record["backward_img"] = size = min(img, backward_size(stride))
+    record["backward_mode"] = "train" if labels_only is None else "eval"
     output = model(torch.randn(2, 3, size, size))
     loss = sum(tensor.float().mean() for tensor in tensors(output))
     loss.backward()
     record["backward_ok"] = True
-    record["params_without_grad"] = [name for name, parameter in model.named_parameters()
-                                     if parameter.requires_grad and parameter.grad is None]
+    missing = [name for name, parameter in model.named_parameters()
+               if parameter.requires_grad and parameter.grad is None]
+    record["params_unchecked"] = [name for name in missing if labels_only and name.startswith(labels_only)]
+    record["params_without_grad"] = [name for name in missing if name not in record["params_unchecked"]]
     return record
+
+
+def _label_only_prefix(layers: Sequence[Any]) -> Optional[str]:
+    """``model.<i>.`` for an RT-DETR decoder (the last layer): its training forward needs labels (Ultralytics
+    8.0 to 8.3), so the backward runs in eval mode, which leaves the decoder's label-only parameters (the
+    denoising embedding, the intermediate score heads) without gradients. None for every other model."""
+    if layers and type(layers[-1]).__name__ == "RTDETRDecoder":
+        return f"model.{len(layers) - 1}."
+    return None
 
 
 def backward_size(stride: int) -> int:
@@ -426,7 +656,11 @@ class Records:
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the folder to put first on sys.path")
-    parser.add_argument("--module", required=True, help="dotted name of the tree's yolo.py")
+    parser.add_argument("--module", required=True, help="dotted name of the module that builds models")
+    parser.add_argument("--codebase", choices=(YOLOV5, ULTRALYTICS), default=YOLOV5,
+                        help="how a CFG becomes a model (see the module docstring)")
+    parser.add_argument("--scale", help="Ultralytics: the scale of CFGs whose file name has none (default: n, "
+                                        "or the model's first scale where it has no n)")
     parser.add_argument("--img", type=int, default=640, help="image size for FLOPs, latency and backward")
     parser.add_argument("--runs", type=int, default=7, help="timed eval forwards per model (0: no timing)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed eval forwards per model before timing")
@@ -451,9 +685,10 @@ def run(args: argparse.Namespace, records: Records) -> int:
     except Exception as error:  # noqa: BLE001 - reported as a record, like any import failure
         records.write(_fatal(error, args.root))
         return 1
+    stubbed = stub_hub_sdk(args.root) if args.codebase == ULTRALYTICS else []
     try:
         module = import_tree(args.root, args.module)
-        build = model_class(module)
+        build = builder(args.codebase, module, args.scale)
     except (Exception, SystemExit) as error:  # noqa: BLE001 - YOLOv5's checks may sys.exit()
         records.write(_fatal(error, args.root))
         return 1
@@ -463,12 +698,14 @@ def run(args: argparse.Namespace, records: Records) -> int:
     except ImportError:
         flop_counter = False
     records.write({"kind": "env", "python": sys.version.split()[0], "executable": sys.executable,
-                   "torch": torch.__version__, "module_file": module.__file__, "flop_counter": flop_counter,
+                   "torch": torch.__version__, "codebase": args.codebase, "version": _version(args.codebase),
+                   "stubbed": stubbed, "module_file": module.__file__, "flop_counter": flop_counter,
                    "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                    "network_attempts": _take_attempts()})
     failed = []
+    check = None if args.codebase == ULTRALYTICS else (lambda cfg: check_arguments(cfg, module))
     for cfg in args.cfgs:
-        record = _one(torch, build, cfg, args.img)
+        record = _one(torch, build, cfg, args.img, check)
         gc.collect()  # free the last model (and its gradients) before building the next
         records.write(record)
         if record["error"] is not None:
@@ -479,13 +716,20 @@ def run(args: argparse.Namespace, records: Records) -> int:
     return 1 if failed else 0
 
 
-def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int) -> Dict[str, Any]:
+def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int,
+         check: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """``check``: run on ``cfg`` before building it (YOLOv5, YOLOv7: ``check_arguments``)."""
     stage = Stage()
     start = time.perf_counter()
     record: Dict[str, Any] = {"kind": "result", "cfg": cfg}
     try:
+        if check is not None:
+            stage.name = "arguments"
+            check(cfg)
         record.update(measure(torch, build, cfg, img, stage))
         record["error"] = None
+    except ArgumentError as error:  # the YAML's own fault, with its lines: no traceback
+        record.update(error=str(error), stage=stage.name, argument_problems=error.problems, backward_ok=False)
     except (Exception, SystemExit) as error:  # noqa: BLE001 - every failure becomes a record
         record.update(error=_last_line(error), stage=stage.name, traceback=traceback.format_exc())
         record.setdefault("backward_ok", False)
@@ -493,6 +737,12 @@ def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int) -> Dict[str,
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["network_attempts"] = _take_attempts()
     return record
+
+
+def _version(codebase: str) -> Optional[str]:
+    """The imported ultralytics package's ``__version__`` (None for YOLOv5, whose trees have none)."""
+    package = sys.modules.get(ULTRALYTICS) if codebase == ULTRALYTICS else None
+    return getattr(package, "__version__", None)
 
 
 def _take_attempts() -> List[str]:

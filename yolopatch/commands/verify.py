@@ -1,13 +1,21 @@
-"""`yolopatch verify`: build variants through the tree's own YOLOv5 code and measure them.
+"""`yolopatch verify`: build variants through the tree's own code (YOLOv5 or Ultralytics) and measure them.
 
-yolopatch never imports YOLOv5 itself: ``yolopatch/probe.py`` runs in a subprocess with the chosen
-interpreter (default: this one), the tree's import root first on its path, and builds every model
-YAML in one process (importing YOLOv5 costs seconds). It reports, per model, parameters, FLOPs of an
-eval forward at ``img x img`` (``torch.utils.flop_counter``: 2 FLOPs per multiply-add, YOLOv5's
-GFLOPs convention, matrix products inside attention included; element-wise work is not counted),
-the output shapes, whether a train-mode backward (batch 2, ``min(img, 4 x largest stride)``)
-reached every parameter, and the latency of eval forwards on the CPU. The probe runs offline: the
-tree's download attempts fail at once and are reported as warnings.
+yolopatch never imports YOLOv5 or Ultralytics itself: ``yolopatch/probe.py`` runs in a subprocess with
+the chosen interpreter (default: this one), the tree's import root first on its path, and builds every
+model YAML in one process (importing the tree costs seconds). YOLOv5 builds with ``models/yolo.py``'s
+``Model``; Ultralytics with ``ultralytics.nn.tasks`` (the tree's ``yaml_model_load`` and
+``guess_model_task`` pick the model class: DetectionModel, SegmentationModel, ..., RTDETRDetectionModel),
+at ``--scale`` for YAMLs whose file name has no scale letter (yolopatch's ``yolov8-soca.yaml``; default
+n; a model that does not offer it, such as rtdetr-l.yaml, at its first scale, with a note when --scale
+asked for another), a variant at the same scale as its base. One probe script serves both codebases, so
+that FLOPs, latency and the backward check follow one convention.
+
+It reports, per model, parameters, FLOPs of an eval forward at ``img x img``
+(``torch.utils.flop_counter``: 2 FLOPs per multiply-add, YOLOv5's and Ultralytics' GFLOPs convention,
+matrix products inside attention included; element-wise work is not counted), the output shapes,
+whether a train-mode backward (batch 2, ``min(img, 4 x largest stride)``; RT-DETR: eval mode, see
+probe.py) reached every parameter, and the latency of eval forwards on the CPU. The probe runs
+offline: the tree's download attempts fail at once and are reported as warnings.
 
 Latency is measured after every model has been built, each variant together with its base:
 ``warmup`` untimed forwards each, then ``runs`` rounds timing both in alternating order. A model's
@@ -20,6 +28,11 @@ exactly what the catalogue's formulas give for the inserted layers at the input 
 saw, and the output shapes must not change. A model fails when it does not build, run forward or
 backward, leaves parameters without a gradient, changes the output shapes, or (for a module whose
 code in the tree is yolopatch's current version) has a parameter count other than the formula's.
+
+YOLOv5 and YOLOv7 trees: before a YAML is built, the probe checks that every string argument of its rows
+evaluates in parse_model's scope (parse_model keeps a misspelt name such as ``redution`` or ``anchor`` as a
+string without a word: YOLOv7's bare ``except: pass``); each one that does not is a failure of its own,
+``FILE:LINE: row N (Module): argument 'x' ...``, and that YAML is not built.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
 from yolopatch.variant_files import generated_variants
 from yolopatch.errors import UsageError, YolopatchError
-from yolopatch.tree import Tree, locate
+from yolopatch.targets.locate import AnyTree, is_ultralytics, locate_any
 
 BASE, VARIANT, MODEL = "base", "variant", "model"
 DEFAULT_RUNS = 7  # timed eval forwards per model; the median is reported
@@ -73,7 +86,7 @@ class Target:
     keys: Tuple[str, ...] = ()  # variants: the modules they insert
 
 
-def targets(tree: Tree, cfgs: Sequence[Path]) -> List[Target]:
+def targets(tree: AnyTree, cfgs: Sequence[Path]) -> List[Target]:
     """The variants of ``tree`` (or ``cfgs``) with their bases; each base right before its variants."""
     if cfgs:
         chosen = [_target(_existing(tree, cfg)) for cfg in cfgs]
@@ -102,10 +115,35 @@ def _target(path: Path) -> Target:
     return Target(path, VARIANT, base.resolve() if base.is_file() else None, info.base_name, info.keys)
 
 
-def _existing(tree: Tree, cfg: Path) -> Path:
-    from yolopatch.paths import resolve_model_yaml
+def _existing(tree: AnyTree, cfg: Path) -> Path:
+    from yolopatch.paths import model_yaml_candidates, resolve_model_yaml
 
-    return resolve_model_yaml(tree, cfg)
+    if not is_ultralytics(tree):
+        return resolve_model_yaml(tree, cfg)  # type: ignore[arg-type]
+    for candidate in model_yaml_candidates(tree, cfg):  # type: ignore[arg-type]
+        if candidate.is_file():
+            return candidate.resolve()
+    named = sorted(tree.models_dir.rglob(cfg.name)) if cfg.name == str(cfg) else []
+    if len(named) == 1:  # a bare file name, as Ultralytics finds it under cfg/
+        return named[0].resolve()
+    unscaled = _unscaled_name(cfg.name)
+    if unscaled is not None and any(tree.models_dir.rglob(unscaled[0])):
+        name, letter = unscaled
+        hint = f"Ultralytics reads {cfg.name} as {name} at scale {letter}: pass {name} --scale {letter}"
+    else:
+        hint = f"pass a path from here or from {tree.root}, e.g. ultralytics/cfg/models/v8/yolov8-soca.yaml"
+    raise UsageError(f"model YAML {str(cfg)!r} not found"
+                     + (f" ({len(named)} files of that name under {tree.models_dir})" if named else ""), hint=hint)
+
+
+def _unscaled_name(name: str) -> Optional[Tuple[str, str]]:
+    """``yolov8n-soca.yaml`` -> (``yolov8-soca.yaml``, ``n``): the scale letter right after the version digits,
+    as Ultralytics reads a model name; None when the name has none there."""
+    path = Path(name)
+    head, dash, rest = path.stem.partition("-")
+    if len(head) < 2 or head[-1] not in "nslmx" or not head[-2].isdigit():
+        return None
+    return f"{head[:-1]}{dash}{rest}{path.suffix}", head[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,13 +172,44 @@ def resolve_python(python: Optional[str]) -> str:
     return str(Path(found).absolute())
 
 
-def probe_command(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
-                  out: Optional[Path] = None, pairs: Sequence[Tuple[Path, Path]] = ()) -> List[str]:
+@dataclass(frozen=True)
+class ProbeSetup:
+    """How the probe imports a tree and builds its models."""
+
+    codebase: str  # the tree's: "yolov5", "yolov7" (built the YOLOv5 way: models/yolo.py's Model), "ultralytics"
+    title: str  # for messages: "YOLOv5", "YOLOv7", "Ultralytics"
+    import_root: Path  # first on the probe's sys.path, and its working directory
+    module: str  # the dotted module that builds models
+    scale: Optional[str] = None  # Ultralytics: --scale, for YAMLs whose file name has no scale letter
+
+    def arguments(self) -> List[str]:
+        extra = ["--codebase", "ultralytics"] if self.codebase == "ultralytics" else []
+        return ["--root", str(self.import_root), "--module", self.module, *extra,
+                *(["--scale", self.scale] if self.scale else [])]
+
+
+def probe_setup(tree: AnyTree, scale: Optional[str] = None) -> ProbeSetup:
+    """The probe's view of ``tree``: Ultralytics' nn.tasks, else YOLOv5's models/yolo.py."""
+    if is_ultralytics(tree):
+        return ProbeSetup("ultralytics", "Ultralytics", tree.package_dir.parent, "ultralytics.nn.tasks",
+                          scale)  # type: ignore[union-attr]
+    if scale is not None:
+        raise UsageError("--scale is for Ultralytics trees", hint="a YOLOv5 variant's scale is its base: "
+                                                                  "yolov5s-soca.yaml is built at s")
+    if not hasattr(tree, "import_root"):
+        raise UsageError(f"verify does not support {type(tree).__name__} trees yet")
+    codebase = str(getattr(tree, "codebase", "yolov5"))
+    return ProbeSetup(codebase, {"yolov7": "YOLOv7"}.get(codebase, "YOLOv5"), tree.import_root,
+                      f"{tree.models_module}.yolo")
+
+
+def probe_command(python: str, tree: AnyTree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
+                  out: Optional[Path] = None, pairs: Sequence[Tuple[Path, Path]] = (),
+                  scale: Optional[str] = None) -> List[str]:
     """The command line that runs the probe on ``cfgs`` (``out``: JSON-lines file, else stdout);
     each (base, variant) of ``pairs`` is timed in alternating rounds."""
-    command = [python, str(probe_path()), "--root", str(tree.import_root),
-               "--module", f"{tree.models_module}.yolo", "--img", str(img), "--runs", str(runs),
-               "--warmup", str(DEFAULT_WARMUP)]
+    command = [python, str(probe_path()), *probe_setup(tree, scale).arguments(), "--img", str(img),
+               "--runs", str(runs), "--warmup", str(DEFAULT_WARMUP)]
     for base, variant in pairs:
         command += ["--pair", str(base), str(variant)]
     if out is not None:
@@ -155,27 +224,29 @@ def latency_pairs(chosen: Sequence[Target]) -> List[Tuple[Path, Path]]:
             if target.role == VARIANT and target.base is not None and target.base in built]
 
 
-def reproduce_command(python: str, tree: Tree, cfg: Path, img: int) -> str:
-    """A shell command that builds and measures ``cfg`` alone, printing YOLOv5's traceback."""
-    return shlex.join(probe_command(python, tree, [cfg], img, runs=0))
+def reproduce_command(python: str, tree: AnyTree, cfg: Path, img: int, scale: Optional[str] = None) -> str:
+    """A shell command that builds and measures ``cfg`` alone, printing the tree's traceback."""
+    return shlex.join(probe_command(python, tree, [cfg], img, runs=0, scale=scale))
 
 
-def run_probe(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
+def run_probe(python: str, tree: AnyTree, cfgs: Sequence[Path], img: int, runs: int = DEFAULT_RUNS,
               on_record: Optional[Callable[[Dict[str, Any]], None]] = None,
-              idle_timeout: float = IDLE_TIMEOUT_S, pairs: Sequence[Tuple[Path, Path]] = ()) -> ProbeRun:
+              idle_timeout: float = IDLE_TIMEOUT_S, pairs: Sequence[Tuple[Path, Path]] = (),
+              scale: Optional[str] = None) -> ProbeRun:
     """Run the probe on ``cfgs`` in one subprocess; ``on_record`` sees each record as it arrives.
 
     Raises YolopatchError when the tree cannot be imported at all (one line; a missing module is
     named with the pip command that installs it). A probe that dies or stays silent longer than
     ``idle_timeout`` seconds leaves the models it did not reach without a record.
     """
+    setup = probe_setup(tree, scale)
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as folder:
         out, log_path = Path(folder) / "records.jsonl", Path(folder) / "probe.log"
-        command = probe_command(python, tree, cfgs, img, runs, out, pairs)
+        command = probe_command(python, tree, cfgs, img, runs, out, pairs, scale)
         run = ProbeRun(command)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
         with log_path.open("wb") as log:
-            process = subprocess.Popen(command, cwd=tree.import_root, stdin=subprocess.DEVNULL, stdout=log,
+            process = subprocess.Popen(command, cwd=setup.import_root, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, env=env)
             try:
                 _follow(process, out, run, on_record, idle_timeout)
@@ -184,10 +255,10 @@ def run_probe(python: str, tree: Tree, cfgs: Sequence[Path], img: int, runs: int
                     process.kill()
                 process.wait()
         run.log = log_path.read_text(encoding="utf-8", errors="replace")
-    by_hand = shlex.join(probe_command(python, tree, cfgs[:1], img, runs=0))
+    by_hand = shlex.join(probe_command(python, tree, cfgs[:1], img, runs=0, scale=scale))
     fatal = run.env.get("fatal")
     if fatal:
-        raise _fatal_error(python, tree, fatal, by_hand)
+        raise _fatal_error(python, setup, fatal, by_hand)
     if not run.env and not run.results:
         tail = f"no output in {run.timed_out:.0f} s" if run.timed_out else (_last_line(run.log) or f"exit code {process.returncode}")
         raise YolopatchError(f"the probe could not start with {python}: {tail}",
@@ -234,12 +305,12 @@ def _store(run: ProbeRun, record: Dict[str, Any]) -> None:
         run.latency[record["cfg"]] = record
 
 
-def _fatal_error(python: str, tree: Tree, fatal: Dict[str, Any], by_hand: str) -> YolopatchError:
+def _fatal_error(python: str, setup: ProbeSetup, fatal: Dict[str, Any], by_hand: str) -> YolopatchError:
     if fatal.get("missing_module"):
         return YolopatchError(f"the interpreter {python} lacks {fatal['missing_module']!r}: "
                               f"pip install {fatal['pip_name']}",
-                              hint="or pass --python PATH to an interpreter that has YOLOv5's requirements")
-    return YolopatchError(f"importing {tree.models_module}.yolo from {tree.import_root} with {python} failed: "
+                              hint=f"or pass --python PATH to an interpreter that has {setup.title}'s requirements")
+    return YolopatchError(f"importing {setup.module} from {setup.import_root} with {python} failed: "
                           f"{fatal.get('error')}", hint=f"see the traceback: {by_hand}")
 
 
@@ -361,8 +432,8 @@ class ModelResult:
         return None if mine is None or theirs is None else mine - theirs
 
 
-def judge(tree: Tree, target_list: Sequence[Target], run: ProbeRun, python: str, img: int,
-          applied: Optional[Sequence[str]] = None) -> List[ModelResult]:
+def judge(tree: AnyTree, target_list: Sequence[Target], run: ProbeRun, python: str, img: int,
+          applied: Optional[Sequence[str]] = None, scale: Optional[str] = None) -> List[ModelResult]:
     """One ModelResult per target: its record, its base's, the formula checks and the problems.
 
     ``applied``: module keys whose code in the tree is yolopatch's current version; only for those
@@ -372,7 +443,7 @@ def judge(tree: Tree, target_list: Sequence[Target], run: ProbeRun, python: str,
     results = []
     for target in target_list:
         record = run.results.get(str(target.path))
-        result = ModelResult(target, record or {}, reproduce_command(python, tree, target.path, img))
+        result = ModelResult(target, record or {}, reproduce_command(python, tree, target.path, img, scale))
         timing = run.latency.get(str(target.path)) or {}
         result.latency_runs = list(timing.get("ms") or [])
         result.base_latency_runs = list(timing.get("base_ms") or [])
@@ -383,12 +454,22 @@ def judge(tree: Tree, target_list: Sequence[Target], run: ProbeRun, python: str,
         elif record is None:
             result.problems.append("no result: the probe stopped before this model "
                                    f"({_last_line(run.log) or 'no output'})")
+        elif record.get("argument_problems"):  # parse_model would have kept a misspelt name as a string
+            result.problems += [f"{ui.display_path(target.path)}:{problem['line']}: {problem['message']}"
+                                for problem in record["argument_problems"]]
         elif record.get("error"):
             result.problems.append(f"{record.get('stage', 'build')} failed: {record['error']}")
         elif record.get("params_without_grad"):
             names = record["params_without_grad"]
             result.problems.append(f"{len(names)} parameter(s) got no gradient in the train-mode backward: "
                                    + ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+        if record and scale and record.get("scale") not in (None, scale):
+            result.notes.append(f"built at scale {record['scale']}: --scale {scale} applies to YAMLs whose file name "
+                                f"has no scale letter and whose scales: offer it")
+        if record and record.get("params_unchecked"):
+            result.notes.append(f"backward in {record.get('backward_mode', 'eval')} mode (RT-DETR's training forward "
+                                f"needs labels): {len(record['params_unchecked'])} decoder parameter(s) that only "
+                                "labels reach (denoising, intermediate score heads) were not checked")
         if target.role == VARIANT:
             _compare_with_base(result, run, applied_keys)
         results.append(result)
@@ -408,7 +489,8 @@ def _compare_with_base(result: ModelResult, run: ProbeRun, applied_keys: Set[str
     if mine != base:
         result.problems.append(f"output shapes {mine} differ from the base's {base}")
     specs = [catalog.get(key) for key in target.keys]
-    result.inserted = inserted_layers(read_text(target.path), result.record.get("layers", []), specs, applied_keys)
+    result.inserted = inserted_layers(read_text(target.path), result.record.get("layers", []), specs, applied_keys,
+                                      scale=result.record.get("scale"))
     for layer in result.inserted:
         if not layer.ok and layer.checked:
             result.problems.append(f"layer {layer.layer} {layer.class_name} (c={layer.in_channels}) has "
@@ -423,17 +505,18 @@ def _compare_with_base(result: ModelResult, run: ProbeRun, applied_keys: Set[str
 
 
 def inserted_layers(text: str, layers: Sequence[Dict[str, Any]], specs: Sequence[ModuleSpec],
-                    applied_keys: Set[str]) -> List[Inserted]:
+                    applied_keys: Set[str], scale: Optional[str] = None) -> List[Inserted]:
     """The probe's layers whose class is one of ``specs``, with the formula's parameter count.
 
     The formula is evaluated at the layer's actual input width (reported by the probe) with the
-    hyper-parameters the YAML row passes after the width; a row repeated ``n`` times (YOLOv5
-    scales ``n > 1`` by depth_multiple) holds ``n`` modules.
+    hyper-parameters the YAML row passes (after the width, for a module that takes one; all of them
+    for a "no-width" module such as SimAM); a row repeated ``n`` times (``n > 1`` scaled by YOLOv5's
+    depth_multiple, or by the depth of Ultralytics' ``scales[scale]``) holds ``n`` modules.
     """
     by_class = {spec.class_name: spec for spec in specs}
     data = yaml.safe_load(text) or {}
     rows = list(data.get("backbone") or []) + list(data.get("head") or [])
-    depth = float(data.get("depth_multiple", 1.0) or 1.0)
+    depth = _depth_multiple(data, scale)
     found = []
     for layer in layers:
         class_name = str(layer.get("type", "")).rsplit(".", 1)[-1]
@@ -447,18 +530,33 @@ def inserted_layers(text: str, layers: Sequence[Dict[str, Any]], specs: Sequence
             number, args = rows[index][1], rows[index][3] if isinstance(rows[index][3], list) else []
             repeats = max(round(number * depth), 1) if number > 1 else number
             names = list(spec.hyperparameters)
-            overrides = dict(zip(names, args[1:]))
+            overrides = dict(zip(names, args[1:] if spec.registration == "width" else args))
             expected = repeats * spec.param_count(channels, **overrides)
         found.append(Inserted(index, class_name, spec.key, channels, int(layer["params"]), expected,
                               spec.key in applied_keys))
     return found
 
 
-def _applied_keys(tree: Tree) -> List[str]:
-    from yolopatch.state import APPLIED, Sources, module_states
+def _depth_multiple(data: Dict[str, Any], scale: Optional[str]) -> float:
+    """YOLOv5's ``depth_multiple``, or the depth of Ultralytics' ``scales[scale]`` (1.0 when neither)."""
+    scales = data.get("scales") or {}
+    if scale and isinstance(scales, dict) and isinstance(scales.get(scale), list) and scales[scale]:
+        return float(scales[scale][0])
+    return float(data.get("depth_multiple", 1.0) or 1.0)
+
+
+def _applied_keys(tree: AnyTree) -> List[str]:
+    from yolopatch.state import APPLIED
 
     try:
-        states = module_states(Sources.read(tree))
+        if is_ultralytics(tree):
+            from yolopatch.targets import ultralytics
+
+            found = ultralytics.module_states(ultralytics.Texts.read(tree))  # type: ignore[arg-type]
+            return [key for key, state in found.items() if state.status == APPLIED]
+        from yolopatch.state import Sources, module_states
+
+        states = module_states(Sources.read(tree))  # type: ignore[arg-type]
     except YolopatchError:
         return []
     return [key for key, state in states.items() if state.status == APPLIED]
@@ -468,35 +566,45 @@ def _applied_keys(tree: Tree) -> List[str]:
 # The command
 
 
-def build_cfgs(tree: Tree, cfgs: Sequence[Path], *, python: Optional[str] = None, img: int = 256,
-               runs: int = 0, progress: bool = False) -> List[ModelResult]:
+def build_cfgs(tree: AnyTree, cfgs: Sequence[Path], *, python: Optional[str] = None, img: int = 256,
+               runs: int = 0, progress: bool = False, scale: Optional[str] = None) -> List[ModelResult]:
     """Build ``cfgs`` (and the bases of the variants among them) and judge them; no output."""
     interpreter = resolve_python(python)
     chosen = targets(tree, [Path(cfg) for cfg in cfgs])
-    run = _run_with_progress(interpreter, tree, chosen, img, runs) if progress else \
-        run_probe(interpreter, tree, [target.path for target in chosen], img, runs, pairs=latency_pairs(chosen))
-    return judge(tree, chosen, run, interpreter, img)
+    run = _run_with_progress(interpreter, tree, chosen, img, runs, scale) if progress else \
+        run_probe(interpreter, tree, [target.path for target in chosen], img, runs, pairs=latency_pairs(chosen),
+                  scale=scale)
+    return judge(tree, chosen, run, interpreter, img, scale=scale)
+
+
+SCALES = ("n", "s", "m", "l", "x")  # Ultralytics' scale letters (a model YAML's scales: offers some of them)
 
 
 def verify(repo: Path, cfgs: Sequence[Path] = (), *, python: Optional[str] = None, img: int = 640,
-           as_json: bool = False, runs: int = DEFAULT_RUNS) -> int:
-    """`yolopatch verify`: build, measure and compare; exit 1 if any model fails."""
+           as_json: bool = False, runs: int = DEFAULT_RUNS, scale: Optional[str] = None) -> int:
+    """`yolopatch verify`: build, measure and compare; exit 1 if any model fails.
+
+    ``scale``: Ultralytics trees only, the scale of YAMLs whose file name has no scale letter (default n)."""
     if img < 32 or img % 32:
-        raise UsageError(f"--img {img} is not a positive multiple of 32 (YOLOv5's stride)",
+        raise UsageError(f"--img {img} is not a positive multiple of 32 (the models' largest stride)",
                          hint="use e.g. 640, 320 or 1280 (P6 models need a multiple of 64)")
-    tree = locate(repo)
+    if scale is not None and scale not in SCALES:
+        raise UsageError(f"unknown scale {scale!r}", hint=f"choose from {', '.join(SCALES)}")
+    tree = locate_any(repo)
     interpreter = resolve_python(python)
+    probe_setup(tree, scale)  # refuses --scale on a YOLOv5 tree before anything runs
     chosen = targets(tree, [Path(cfg) for cfg in cfgs])
-    run = _run_with_progress(interpreter, tree, chosen, img, runs)
-    results = judge(tree, chosen, run, interpreter, img)
+    run = _run_with_progress(interpreter, tree, chosen, img, runs, scale)
+    results = judge(tree, chosen, run, interpreter, img, scale=scale)
     attempts = _network_attempts(run)
     if as_json:
-        ui.print_json(to_json(tree, interpreter, run, img, results, attempts))
+        ui.print_json(to_json(tree, interpreter, run, img, results, attempts, scale))
     else:
-        _print_table(tree, run, img, results, runs)
+        _print_table(tree, run, img, results, runs, scale)
     for result in results:
         if not result.ok:
-            ui.error(f"{ui.display_path(result.cfg)}: {result.error}")
+            where = f"{ui.display_path(result.cfg)}:"
+            ui.error(result.error if (result.error or "").startswith(where) else f"{where} {result.error}")
             for problem in result.problems[1:]:
                 ui.info(f"  also: {problem}")
             ui.info(f"  reproduce: {result.reproduce}")
@@ -504,17 +612,21 @@ def verify(repo: Path, cfgs: Sequence[Path] = (), *, python: Optional[str] = Non
             ui.info(f"note: {ui.display_path(result.cfg)}: {note}")
     for attempt in attempts:
         ui.info(f"warning: the tree attempted network access, blocked: {attempt}")
+    for name in run.env.get("stubbed") or []:
+        ui.info(f"note: {name} is not installed; the probe gave the tree a stand-in (it is only used for "
+                f"Ultralytics HUB, which verify never reaches)")
     return 0 if all(result.ok for result in results) else 1
 
 
-def _run_with_progress(python: str, tree: Tree, chosen: Sequence[Target], img: int, runs: int) -> ProbeRun:
+def _run_with_progress(python: str, tree: AnyTree, chosen: Sequence[Target], img: int, runs: int,
+                       scale: Optional[str] = None) -> ProbeRun:
     """run_probe with a Rich progress bar on stderr, one step per model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     names = [ui.display_path(target.path) for target in chosen]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=ui.stderr, transient=True, disable=not ui.stderr.is_terminal) as progress:
-        task = progress.add_task(f"importing {tree.models_module}.yolo", total=len(chosen))
+        task = progress.add_task(f"importing {probe_setup(tree, scale).module}", total=len(chosen))
 
         def on_record(record: Dict[str, Any]) -> None:
             done = int(progress.tasks[0].completed) + (record.get("kind") == "result")
@@ -523,7 +635,7 @@ def _run_with_progress(python: str, tree: Tree, chosen: Sequence[Target], img: i
             progress.update(task, completed=done, description=upcoming)
 
         return run_probe(python, tree, [target.path for target in chosen], img, runs, on_record,
-                         pairs=latency_pairs(chosen))
+                         pairs=latency_pairs(chosen), scale=scale)
 
 
 def _network_attempts(run: ProbeRun) -> List[str]:
@@ -540,7 +652,7 @@ def _number(value: Optional[float], digits: int = 0, signed: bool = False) -> st
     return f"{value:{sign},.{digits}f}"
 
 
-def _short(tree: Tree, path: Path) -> str:
+def _short(tree: AnyTree, path: Path) -> str:
     """``path`` relative to the tree's models/ folder (where variants live), else to its root."""
     try:
         return str(path.relative_to(tree.models_dir))
@@ -571,13 +683,34 @@ def busy_models(results: Sequence[ModelResult]) -> List[ModelResult]:
             if result.latency is not None and result.latency.half_iqr > BUSY_SPREAD * result.latency.median]
 
 
-def _print_table(tree: Tree, run: ProbeRun, img: int, results: Sequence[ModelResult], runs: int) -> None:
+def default_scale(tree: AnyTree, scale: Optional[str]) -> Optional[str]:
+    """The scale YAMLs without a scale letter are built at: ``scale``, n on an Ultralytics tree, else None."""
+    return scale or ("n" if is_ultralytics(tree) else None)
+
+
+def _scale_title(tree: AnyTree, run: ProbeRun, scale: Optional[str]) -> str:
+    if not is_ultralytics(tree):
+        return ""
+    chosen = default_scale(tree, scale)
+    how = "--scale" if scale else "the default; --scale s|m|l|x for another"
+    return f"ultralytics {run.env.get('version') or '?'}, scale {chosen} ({how}), "
+
+
+def _model_cell(tree: AnyTree, result: ModelResult, scale: Optional[str]) -> str:
+    """The model's path; ``(scale l)`` after it when it was built at another scale than the run's."""
+    built = result.record.get("scale")
+    other = built and is_ultralytics(tree) and built != default_scale(tree, scale)
+    return _short(tree, result.cfg) + (f" (scale {built})" if other else "")
+
+
+def _print_table(tree: AnyTree, run: ProbeRun, img: int, results: Sequence[ModelResult], runs: int,
+                 scale: Optional[str] = None) -> None:
     """One row per model (measurements and deltas), then one row per inserted layer."""
     threads = run.env.get("threads")
-    title = (f"verify {tree.root}: python {run.env.get('python', '?')}, torch {run.env.get('torch', '?')}, "
-             f"CPU{f' ({threads} threads)' if threads else ''}, image {img}x{img}")
+    title = (f"verify {tree.root}: {_scale_title(tree, run, scale)}python {run.env.get('python', '?')}, "
+             f"torch {run.env.get('torch', '?')}, CPU{f' ({threads} threads)' if threads else ''}, image {img}x{img}")
     rows = [[
-        _short(tree, result.cfg), _number(result.value("params")), _number(result.delta("params"), signed=True),
+        _model_cell(tree, result, scale), _number(result.value("params")), _number(result.delta("params"), signed=True),
         _number(result.value("gflops"), 2), _number(result.delta("gflops"), 2, signed=True),
         _latency_cell(result), _latency_delta_cell(result),
         "ok" if result.ok else "FAILED",
@@ -603,18 +736,22 @@ def _print_table(tree: Tree, run: ProbeRun, img: int, results: Sequence[ModelRes
                  ["variant", "layer", "class", "c", "params", "formula", "check"], layers)
 
 
-def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[ModelResult],
-            attempts: Sequence[str]) -> Dict[str, Any]:
+def to_json(tree: AnyTree, python: str, run: ProbeRun, img: int, results: Sequence[ModelResult],
+            attempts: Sequence[str], scale: Optional[str] = None) -> Dict[str, Any]:
     """The ``--json`` document::
 
-        {"root": str, "layout": "checkout"|"package", "python": str, "python_version": str,
-         "torch": str, "img": int, "ok": bool, "network_attempts": [str],
+        {"root": str, "codebase": "yolov5"|"ultralytics", "version": str|null (ultralytics' __version__),
+         "layout": "checkout"|"package"|"source"|"installed", "python": str, "python_version": str,
+         "torch": str, "img": int, "scale": str|null (Ultralytics: the scale of YAMLs without a scale
+         letter), "ok": bool, "network_attempts": [str], "stubbed": [str] (modules given a stand-in),
          "models": [{"cfg": str (relative to root), "role": "base"|"variant"|"model",
+                     "scale": str|null (the scale it was built at, Ultralytics), "model_class": str|null,
                      "base": str|null, "modules": [key], "ok": bool, "params": int|null,
                      "gflops": float|null, "latency_ms": float|null (median),
                      "latency_spread_ms": float|null (half the interquartile range),
                      "latency_runs_ms": [float], "output_shapes": nested list,
                      "backward_ok": bool, "backward_img": int|null, "params_without_grad": [str],
+                     "params_unchecked": [str] (RT-DETR: decoder parameters only labels reach),
                      "delta": {"params": int, "gflops": float, "latency_ms": float (median of the
                                paired differences), "latency_noise": bool}|null,
                      "inserted": [{"layer": int, "class": str, "module": str, "in_channels": int,
@@ -633,6 +770,8 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
         models.append({
             "cfg": tree.relative(target.path),
             "role": target.role,
+            "scale": record.get("scale"),
+            "model_class": record.get("model_class"),
             "base": tree.relative(target.base) if target.base else target.base_name,
             "modules": list(target.keys),
             "ok": result.ok,
@@ -645,6 +784,7 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
             "backward_ok": bool(record.get("backward_ok")),
             "backward_img": record.get("backward_img"),
             "params_without_grad": record.get("params_without_grad") or [],
+            "params_unchecked": record.get("params_unchecked") or [],
             "delta": delta,
             "inserted": [{"layer": layer.layer, "class": layer.class_name, "module": layer.key,
                           "in_channels": layer.in_channels, "params": layer.params,
@@ -657,7 +797,9 @@ def to_json(tree: Tree, python: str, run: ProbeRun, img: int, results: Sequence[
             "reproduce": result.reproduce,
         })
     return {
-        "root": str(tree.root), "layout": tree.layout, "python": python,
-        "python_version": run.env.get("python"), "torch": run.env.get("torch"), "img": img,
-        "ok": all(result.ok for result in results), "network_attempts": list(attempts), "models": models,
+        "root": str(tree.root), "codebase": probe_setup(tree, scale).codebase, "version": run.env.get("version"),
+        "layout": tree.layout, "python": python, "python_version": run.env.get("python"),
+        "torch": run.env.get("torch"), "img": img, "scale": default_scale(tree, scale),
+        "ok": all(result.ok for result in results), "network_attempts": list(attempts),
+        "stubbed": list(run.env.get("stubbed") or []), "models": models,
     }
