@@ -165,3 +165,103 @@ def test_demo_checks_the_image_size_before_touching_anything(fake_verify: List[d
     with pytest.raises(UsageError, match="--img 100 is not a positive multiple of 32"):
         demo_module.demo(tmp_path / "demo", img=100)
     assert list(tmp_path.iterdir()) == [] and fake_verify == []
+
+
+# ---- --target ultralytics -------------------------------------------------------------------------------
+
+from tests.targets.test_ultralytics_clone import NEWEST, upstream  # noqa: E402,F401  (the fixture)
+from yolopatch.targets import ultralytics as ultralytics_target  # noqa: E402
+
+ULTRALYTICS_DEAD_URL = "https://127.0.0.1:9/ultralytics/ultralytics.git"
+
+
+def ultralytics_statuses(root: Path) -> Dict[str, str]:
+    tree = ultralytics_target.tree_at(root)
+    assert tree is not None, root
+    states = ultralytics_target.module_states(ultralytics_target.Texts.read(tree))
+    return {key: state.status for key, state in states.items()}
+
+
+def ultralytics_changed(root: Path) -> List[str]:
+    return sorted(line[3:] for line in git.Repo(root).git.status("--porcelain", "--untracked-files=all").splitlines())
+
+
+def expected_ultralytics_changes() -> List[str]:
+    models = "ultralytics/cfg/models"
+    return sorted(["ultralytics/nn/modules/__init__.py", "ultralytics/nn/modules/yolopatch.py", "ultralytics/nn/tasks.py"]
+                  + [f"{models}/{base}-{key}.yaml" for base in ("v8/yolov8", "11/yolo11") for key in KEYS])
+
+
+@pytest.fixture
+def fake_ultralytics_verify(monkeypatch: pytest.MonkeyPatch) -> List[dict]:
+    calls: List[dict] = []
+
+    def verify(repo: Path, cfgs=(), *, python=None, img=640, as_json=False, runs=7, scale=None) -> int:
+        calls.append({"repo": repo, "img": img, "runs": runs, "statuses": ultralytics_statuses(repo)})
+        return 0
+
+    monkeypatch.setattr(verify_module, "verify", verify)
+    return calls
+
+
+def test_ultralytics_demo_clones_applies_verifies_and_repeats(upstream: Dict[str, str],  # noqa: F811
+                                                              fake_ultralytics_verify: List[dict],
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("YOLOPATCH_ULTRALYTICS_URL", upstream["url"])
+    dest = tmp_path / "ultralytics-demo"
+    assert demo_module.demo(dest, img=64, target="ultralytics") == 0
+    out = capsys.readouterr().out
+    assert git.Repo(dest).head.commit.hexsha == upstream[f"v{NEWEST}"]  # the default release, from git
+    assert [(call["img"], call["runs"]) for call in fake_ultralytics_verify] == [(64, demo_module.DEMO_RUNS)]
+    assert fake_ultralytics_verify[0]["statuses"] == {key: APPLIED for key in KEYS}  # verify ran after apply
+    assert out.index("Step 1/3") < out.index("get an Ultralytics tree") < out.index("cloned Ultralytics") \
+        < out.index("Step 2/3") < out.index("applied") < out.index("Step 3/3") < out.index("Done")
+    assert f"All {len(KEYS)} modules are in" in out and "with one variant YAML each of yolov8.yaml and yolo11.yaml" in out
+    assert out.rstrip().endswith(demo_module.revert_command(dest))
+    assert ultralytics_changed(dest) == expected_ultralytics_changes()
+    first = yolov5_trees.snapshot(dest, skip_git=True)
+
+    assert demo_module.demo(dest, img=64, target="ultralytics") == 0  # a second run reuses and starts over
+    assert "is already an Ultralytics tree: reusing it" in capsys.readouterr().out
+    assert yolov5_trees.snapshot(dest, skip_git=True) == first and len(fake_ultralytics_verify) == 2
+
+
+def test_ultralytics_demo_refuses_a_yolov5_tree_and_an_unknown_target(fake_ultralytics_verify: List[dict],
+                                                                        make_tree, tmp_path: Path) -> None:
+    from yolopatch.errors import UsageError, YolopatchError
+
+    root = make_tree("7.0", "checkout")
+    before = yolov5_trees.snapshot(tmp_path, folders=True)
+    with pytest.raises(YolopatchError, match="not an Ultralytics tree; nothing touched"):
+        demo_module.demo(root, img=64, target="ultralytics", source="git")
+    with pytest.raises(UsageError, match="unknown target 'yolov9'"):
+        demo_module.demo(tmp_path / "new", target="yolov9")
+    assert yolov5_trees.snapshot(tmp_path, folders=True) == before and fake_ultralytics_verify == []
+
+
+@pytest.mark.slow
+def test_ultralytics_demo_end_to_end(tmp_path: Path) -> None:
+    """The CLI without GitHub: the 8.4 source distribution from the package index, all modules, the real verify."""
+    dest = tmp_path / "ultralytics-demo"
+    yolopatch = str(Path(sys.executable).with_name("yolopatch"))
+    env = {**os.environ, "YOLOPATCH_ULTRALYTICS_URL": ULTRALYTICS_DEAD_URL, "COLUMNS": "250",
+           "YOLO_CONFIG_DIR": str(tmp_path / "config")}
+    started = time.monotonic()
+    result = subprocess.run([yolopatch, "demo", "--target", "ultralytics", "--dest", str(dest), "--img", "64",
+                             "--runs", "1"], env=env, capture_output=True, text=True, timeout=1800)
+    print(f"demo --target ultralytics --img 64 took {time.monotonic() - started:.0f} s")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "using the package index" in result.stderr and f"(ultralytics=={NEWEST}, source distribution" in out
+    assert ultralytics_statuses(dest) == {key: APPLIED for key in KEYS}
+    assert ultralytics_changed(dest) == expected_ultralytics_changes()
+    for name in ["yolov8", "yolo11"] + [f"{base}-{key}" for base in ("yolov8", "yolo11") for key in KEYS]:
+        row = next((line for line in out.splitlines() if f"{name}.yaml " in line), None)
+        assert row is not None, f"{name} missing from the table:\n{out}"
+        assert row.rstrip(" │|").endswith("ok"), row
+    assert "FAILED" not in out
+    last = [line.strip() for line in out.splitlines() if line.strip()][-1]
+    reverted = subprocess.run([yolopatch, *shlex.split(last)[1:]], env=env, capture_output=True, text=True)
+    assert reverted.returncode == 0, reverted.stdout + reverted.stderr
+    assert ultralytics_changed(dest) == []

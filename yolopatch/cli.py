@@ -215,42 +215,61 @@ def variant(
     base: Annotated[Optional[List[str]], typer.Option("--base", help="Base model YAML(s).")] = None,
     scales: Annotated[Optional[str], typer.Option("--scales", help="Variants of yolov5{n,s,m,l,x}.yaml, e.g. n,s,m.")] = None,
     at: Annotated[Optional[List[str]], typer.Option("--at", help="Placement(s): p3,p4,p5,p6, sppf, backbone:K, layer:I.")] = None,
+    installed: InstalledOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each variant's old -> new layer index map as JSON "
+                                                         "(for code with hard-coded layer numbers).")] = False,
 ) -> None:
     """Write variant YAMLs for modules already applied, without touching Python files."""
     from yolopatch.commands.variant import variant as variant_command
 
     run(lambda: variant_command(repo, modules, bases=base or (), scales=_split([scales] if scales else None),
-                                positions=_split(at), dry_run=dry_run))
+                                positions=_split(at), dry_run=dry_run, installed=installed, as_json=as_json))
 
 
 SourceOption = Annotated[str, typer.Option("--source", help="auto (git, else the package index), git or pypi.")]
-RefOption = Annotated[str, typer.Option("--ref", help="Release tag: v5.0, v6.0, v6.1, v6.2 or v7.0 (git: any ref).")]
+RefOption = Annotated[Optional[str], typer.Option(
+    "--ref", show_default=False,
+    help="YOLOv5: release tag v5.0, v6.0, v6.1, v6.2 or v7.0 (default v7.0). Ultralytics: a release (8.4.190, the "
+         "default), a line's newest (8.3.x), or a branch such as main (git only). git: any ref.")]
+CloneTargetOption = Annotated[str, typer.Option("--target", help="Codebase: yolov5 or ultralytics.")]
+CloneRefOption = Annotated[Optional[str], typer.Option(
+    "--ref", show_default=False,
+    help="YOLOv5: release tag v5.0, v6.0, v6.1, v6.2 or v7.0 (default v7.0). Ultralytics: a release (8.4.190, the "
+         "default), a line's newest (8.3.x), or a branch such as main (git only). YOLOv7: main (the default, the only "
+         "ref the package index has) or a full 40-character commit. git: any ref.")]
 
 
 @app.command()
 def clone(
-    dest: Annotated[Path, typer.Argument(help="Where the tree goes (must not exist, or be empty).")] = Path("yolov5"),
-    ref: RefOption = "v7.0",
+    dest: Annotated[Optional[Path], typer.Argument(
+        help="Where the tree goes (must not exist, or be empty). Default: ./yolov5, ./ultralytics or ./yolov7.",
+        show_default=False)] = None,
+    ref: CloneRefOption = None,
     source: SourceOption = "auto",
+    target: Annotated[str, typer.Option("--target", help="Codebase: yolov5, ultralytics or yolov7.")] = "yolov5",
 ) -> None:
-    """Get a YOLOv5 tree: a shallow git clone, or the same release from the package index."""
-    from yolopatch.commands.clone import clone as clone_command
+    """Get a YOLOv5, Ultralytics or YOLOv7 tree: a shallow git clone, or the same code from the package index."""
+    from yolopatch.commands.clone import clone as clone_command, default_dest
 
-    run(lambda: clone_command(dest, ref=ref, source=source))
+    run(lambda: clone_command(dest or default_dest(target), ref=ref, source=source, target=target))
 
 
 @app.command()
 def demo(
-    dest: Annotated[Path, typer.Option("--dest", help="Working tree (cloned if absent, reused if a tree).")] = Path("yolov5-demo"),
-    ref: RefOption = "v7.0",
+    dest: Annotated[Optional[Path], typer.Option(
+        "--dest", show_default=False,
+        help="Working tree (cloned if absent, reused if a tree). Default: ./yolov5-demo or ./ultralytics-demo.")] = None,
+    ref: RefOption = None,
     source: SourceOption = "auto",
     img: Annotated[int, typer.Option("--img", help="Image size for the GFLOPs and latency measurements.")] = 640,
     runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model for the latency (0: none).")] = 3,
+    target: CloneTargetOption = "yolov5",
 ) -> None:
-    """The main job in one command: get YOLOv5, apply every module, verify base and variants."""
-    from yolopatch.commands.demo import demo as demo_command
+    """The main job in one command: get YOLOv5 (or Ultralytics), apply every module, verify base and variants."""
+    from yolopatch.commands.demo import default_dest, demo as demo_command
 
-    run(lambda: demo_command(dest, ref=ref, source=source, img=img, runs=runs))
+    run(lambda: demo_command(dest or default_dest(target), ref=ref, source=source, img=img, runs=runs,
+                             target=target))
 
 
 CHECK_FORMATS = ("text", "json", "github")
@@ -268,18 +287,23 @@ def check(
     build: Annotated[bool, typer.Option("--build", help="Also build every generated variant (needs torch).")] = False,
     output_format: Annotated[str, typer.Option("--format", metavar="[text|json|github]", callback=_check_format,
                                                help="Output: text lines, a JSON document, or GitHub annotations.")] = "text",
+    installed: InstalledOption = False,
+    python: Annotated[Optional[str], typer.Option("--python", help="Interpreter whose `import ultralytics` is checked, and that --build uses (default: this one).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Check everything again even when nothing changed since the last clean check.")] = False,
 ) -> None:
     """Check that everything yolopatch added is present, intact and consistent; writes nothing.
 
-    Exit 0: no drift; 1: findings; 2: check could not run (bad option, no YOLOv5 tree at --repo,
-    --build without a working torch, internal error).
+    Ultralytics trees: also that the interpreter imports this tree's ultralytics, not another copy.
+    Exit 0: no drift; 1: findings; 2: check could not run (bad option, no YOLOv5 or Ultralytics tree at
+    --repo, --build without a working torch, internal error).
     """
     from yolopatch.commands.check import check as check_command
     from yolopatch.errors import YolopatchError
 
     def command() -> int:
         try:
-            return check_command(repo, build=build, output_format=output_format)
+            return check_command(repo, build=build, output_format=output_format, installed=installed,
+                                 python=python, use_cache=not no_cache)
         except (YolopatchError, BrokenPipeError):
             raise
         except Exception as error:  # noqa: BLE001 - exit 1 means drift; a crash must not look like drift
@@ -297,22 +321,25 @@ def verify(
     python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that builds the models (default: this one).")] = None,
     img: Annotated[int, typer.Option("--img", help="Image size for GFLOPs and latency.")] = 640,
     runs: Annotated[int, typer.Option("--runs", min=0, help="Timed forwards per model (alternating with its base) for the median latency (0: none).")] = 7,
+    scale: Annotated[Optional[str], typer.Option("--scale", help="Ultralytics: scale (n, s, m, l, x) of YAMLs whose name has none, such as yolov8-soca.yaml (default: n).",
+                                                 show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build each variant and its base with the tree's own YOLOv5 code: params, GFLOPs, latency, deltas.
+    """Build each variant and its base with the tree's own code (YOLOv5 or Ultralytics): params, GFLOPs, latency, deltas.
 
     Runs offline in a subprocess; exit 1 if any model fails to build, run forward or backward.
     """
     from yolopatch.commands.verify import verify as verify_command
 
-    run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json, runs=runs))
+    run(lambda: verify_command(repo, cfgs or [], python=python, img=img, as_json=as_json, runs=runs, scale=scale))
 
 
 @app.command()
 def weights(
     checkpoint: Annotated[Path, typer.Argument(metavar="BASE.pt", help="Checkpoint of the base model (or of a variant).")],
-    to: Annotated[List[Path], typer.Option("--to", help="Variant YAML(s) yolopatch generated, e.g. models/yolov5s-soca.yaml.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (one --to only; default: <variant>.pt beside BASE.pt).")] = None,
+    to: Annotated[List[Path], typer.Option("--to", help="Variant YAML(s) yolopatch generated, e.g. models/yolov5s-soca.yaml or yolov8-soca.yaml.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (one --to only; default: <variant>.pt beside BASE.pt; Ultralytics: yolov8n-soca.pt).")] = None,
+    scale: Annotated[Optional[str], typer.Option("--scale", help="Ultralytics: the scale to build the variant at (default: the checkpoint's).")] = None,
     repo: RepoOption = Path("."),
     python: Annotated[Optional[str], typer.Option("--python", help="Interpreter that loads the checkpoint (default: this one).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
@@ -321,12 +348,14 @@ def weights(
     """Write a checkpoint for a variant: every base layer's tensors moved to its new index.
 
     The inserted layers are freshly initialised; the report gives tensors transferred per layer,
-    names any shape mismatch, and the count train.py --weights will report. Runs offline in a
-    subprocess with the tree's own code; exit 1 if a checkpoint could not be written or checked.
+    names any shape mismatch, and the count train.py --weights (YOLOv5) or YOLO(cfg).load
+    (Ultralytics) will report. Runs offline in a subprocess with the tree's own code; exit 1 if a
+    checkpoint could not be written or checked.
     """
     from yolopatch.commands.weights import weights as weights_command
 
-    run(lambda: weights_command(repo, checkpoint, to, out=out, python=python, force=force, as_json=as_json))
+    run(lambda: weights_command(repo, checkpoint, to, out=out, python=python, force=force, as_json=as_json,
+                                scale=scale))
 
 
 def entry() -> None:  # pragma: no cover - console entry for `python -m yolopatch`

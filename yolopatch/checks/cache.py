@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from yolopatch import __version__
-from yolopatch.targets.detect import refuse_unsupported, ultralytics_package
+from yolopatch.targets.detect import models_dirs, refuse_unsupported, ultralytics_package, yolo_family
 from yolopatch.tree import start_folders, yolov5_tree_at
 
 CACHE_ENV = "YOLOPATCH_CACHE_DIR"
@@ -83,8 +83,14 @@ def locate_light(repo: Path) -> Optional[Located]:
     try:
         for folder in start_folders(repo):
             package = ultralytics_package(folder)
-            if package is not None:
-                return Located("ultralytics", package if package == folder else folder, package)
+            if package is not None:  # the root as targets.ultralytics.tree_at says
+                installed = {"site-packages", "dist-packages"} & set(package.parts)
+                return Located("ultralytics", package if installed else package.parent, package)
+            if any(yolo_family(models) == "yolov7" for models in models_dirs(folder)):
+                from yolopatch.targets import yolov7  # loads libcst: YOLOv7 trees pay ~0.2 s more
+
+                seven = yolov7.tree_at(folder)
+                return located_of(seven) if seven is not None else None
             refuse_unsupported(folder)
             tree = yolov5_tree_at(folder)
             if tree is not None:

@@ -1,9 +1,12 @@
 """`yolopatch demo`: the main job in one command.
 
-1. get a YOLOv5 tree at DEST (``yolopatch clone``, auto source), or reuse the tree already there after
-   reverting what yolopatch put into it, so that every run starts from the same tree;
-2. apply every module of the catalogue (classes into models/common.py, branches into parse_model, one
-   variant YAML per module next to yolov5s.yaml);
+1. get a YOLOv5 tree (``--target ultralytics``: an Ultralytics one) at DEST (``yolopatch clone``, auto
+   source), or reuse the tree already there after reverting what yolopatch put into it, so that every run
+   starts from the same tree;
+2. apply every module of the catalogue (YOLOv5: classes into models/common.py, branches into parse_model,
+   one variant YAML per module next to yolov5s.yaml; Ultralytics: classes into nn/modules/yolopatch.py,
+   registered in nn/modules/__init__.py and nn/tasks.py, one variant per module next to yolov8.yaml and
+   yolo11.yaml);
 3. verify: build the base model and every variant with the tree's own code and compare parameters,
    GFLOPs and latency;
 
@@ -20,7 +23,7 @@ from typing import Callable, List, Optional, Tuple
 from rich.markup import escape
 
 from yolopatch import ui
-from yolopatch.commands.clone import LATEST_TAG, clone, tree_at
+from yolopatch.commands.clone import TARGETS, clone, tree_at, ultralytics_tree_at
 from yolopatch.errors import UsageError, YolopatchError
 
 STEPS = 3
@@ -29,16 +32,25 @@ STEPS = 3
 # first thing a newcomer runs. Deltas inside the noise are marked as such all the same.
 DEMO_RUNS = 3
 Step = Tuple[str, Callable[[], int]]
+TITLES = {"yolov5": "YOLOv5", "ultralytics": "Ultralytics"}
 
 
-def demo(dest: Path, ref: str = LATEST_TAG, source: str = "auto", img: int = 640,
-         python: Optional[str] = None, runs: int = DEMO_RUNS) -> int:
-    """Run the three steps; the exit code of the first step that fails, else verify's."""
+def default_dest(target: str) -> Path:
+    """Where the demo works when no --dest is given: ``yolov5-demo`` or ``ultralytics-demo``."""
+    return Path(f"{target}-demo")
+
+
+def demo(dest: Path, ref: Optional[str] = None, source: str = "auto", img: int = 640,
+         python: Optional[str] = None, runs: int = DEMO_RUNS, target: str = "yolov5") -> int:
+    """Run the three steps on a ``target`` tree (yolov5 or ultralytics; ``ref`` None: clone's default
+    release); the exit code of the first step that fails, else verify's."""
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}", hint=f"choose from {', '.join(TARGETS)}")
     if img < 32 or img % 32:  # verify's rule, checked before anything is cloned or applied
-        raise UsageError(f"--img {img} is not a positive multiple of 32 (YOLOv5's stride)",
+        raise UsageError(f"--img {img} is not a positive multiple of 32 (the models' largest stride)",
                          hint="use e.g. 640 (the default) or 320")
     started = time.perf_counter()
-    for number, (title, action) in enumerate(_steps(dest, ref, source, img, python, runs), start=1):
+    for number, (title, action) in enumerate(_steps(dest, ref, source, img, python, runs, target), start=1):
         _heading(number, title)
         step_started = time.perf_counter()
         try:
@@ -56,24 +68,27 @@ def demo(dest: Path, ref: str = LATEST_TAG, source: str = "auto", img: int = 640
     ui.stdout.print()
     ui.stdout.rule("[bold green]Done[/bold green]", align="left")
     ui.stdout.print(f"All {_module_count()} modules are in {escape(str(dest))}, with one variant YAML each"
-                    f" ({time.perf_counter() - started:.0f} s in all).")
+                    f"{_variant_bases(dest, target)} ({time.perf_counter() - started:.0f} s in all).")
     _revert_hint(dest)
     return 0
 
 
-def _steps(dest: Path, ref: str, source: str, img: int, python: Optional[str], runs: int) -> List[Step]:
+def _steps(dest: Path, ref: Optional[str], source: str, img: int, python: Optional[str], runs: int,
+           target: str) -> List[Step]:
     from yolopatch.commands.apply import apply
     from yolopatch.commands.verify import verify
 
+    find = ultralytics_tree_at if target == "ultralytics" else tree_at
+
     def get_tree() -> int:
-        if tree_at(dest) is None:
-            return clone(dest, ref=ref, source=source)
-        return _reuse(dest)
+        if find(dest) is None:
+            return clone(dest, ref=ref, source=source, target=target)
+        return _reuse(dest, target)
 
     return [
-        ("get a YOLOv5 tree", get_tree),
+        (f"get {_a(TITLES[target])} tree", get_tree),
         (f"apply all {_module_count()} modules and write their variants", lambda: apply(dest, ["all"])),
-        (f"verify the base model and every variant (image size {img})",
+        (f"verify the base model{'s' if target == 'ultralytics' else ''} and every variant (image size {img})",
          lambda: verify(dest, python=python, img=img, runs=runs)),
     ]
 
@@ -84,11 +99,25 @@ def _module_count() -> int:
     return len(catalog.all_modules())
 
 
-def _reuse(dest: Path) -> int:
+def _a(title: str) -> str:
+    return f"an {title}" if title[0] in "AEIOU" else f"a {title}"
+
+
+def _variant_bases(dest: Path, target: str) -> str:
+    """`` of yolov8.yaml and yolo11.yaml`` on an Ultralytics tree (the bases its variants come from)."""
+    if target != "ultralytics":
+        return ""
+    from yolopatch.variant_files import ultralytics_base_paths
+
+    names = [path.name for path in ultralytics_base_paths(ultralytics_tree_at(dest), ())]
+    return f" of {' and '.join(names)}" if names else ""
+
+
+def _reuse(dest: Path, target: str = "yolov5") -> int:
     """An existing tree: take out what yolopatch put in, so the demo starts from the same place."""
     from yolopatch.commands.revert import revert
 
-    ui.done(f"{dest} is already a YOLOv5 tree: reusing it; reverting earlier yolopatch changes first")
+    ui.done(f"{dest} is already {_a(TITLES[target])} tree: reusing it; reverting earlier yolopatch changes first")
     return revert(dest, [])
 
 
