@@ -212,3 +212,21 @@ def test_usage_lines_name_only_real_commands_and_options() -> None:
             if line.startswith(f"yolopatch {command} "):
                 for option in re.findall(r"(--[a-z][a-z-]*)", line.split("#")[0]):
                     assert option in helped.stdout, f"{command} {option}"
+
+
+def test_check_codes_table_is_the_real_one() -> None:
+    """Every code `check` can report is in the README's table with the same meaning, and no other."""
+    from yolopatch.checks.findings import CODES
+
+    text = section("Keep it intact: `yolopatch check`")
+    rows = [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| `")]
+    assert {code.strip().strip("`"): meaning.strip() for code, meaning in rows} == dict(CODES)
+
+
+def test_codebases_table_names_every_supported_target() -> None:
+    from yolopatch.targets.detect import NOT_YET, SUPPORTED
+
+    text = section("Codebases")
+    titles = {"yolov5": "YOLOv5", "ultralytics": "Ultralytics", "yolov7": "YOLOv7", "yolov9": "YOLOv9"}
+    for codebase in list(SUPPORTED) + list(NOT_YET):
+        assert f"\n| {titles[codebase]}" in text, codebase
