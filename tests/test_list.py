@@ -217,3 +217,10 @@ def test_unreadable_files_give_unreadable_not_a_crash(make_tree: MakeTree) -> No
         inventory.UNREADABLE}
     result = run(["list"], root)
     assert result.returncode == 0 and "unreadable" in result.stdout
+
+
+def test_list_and_help_say_which_codebases_are_supported(tmp_path: Path) -> None:
+    listing = run(["list"], tmp_path)
+    helped = run(["--help"], tmp_path, columns=200)
+    for output in (listing.stdout, helped.stdout):
+        assert "YOLOv5 v5.0 to master" in output and "Ultralytics 8.0 to 8.4" in output and "YOLOv7" in output

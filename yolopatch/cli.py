@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from yolopatch import __version__
+from yolopatch.targets.detect import SUPPORTED_LINE
 
 # click's base exception, wherever this typer takes click from (typer >= 0.28 vendors it).
 ClickException = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
@@ -120,13 +121,13 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@app.callback(help=f"Put attention modules into YOLO codebases correctly, and take them out again byte for byte. "
+                   f"Supported: {SUPPORTED_LINE}.")
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    """Put attention modules into YOLOv5 correctly, and take them out again byte for byte."""
     global _debug
     _debug = debug
 

@@ -13,6 +13,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 from yolopatch import catalog, ui
 from yolopatch.catalog import TYPICAL_WIDTH, ModuleSpec, describe, params_at
+from yolopatch.targets.detect import SUPPORTED_LINE
 from yolopatch.inventory import NOT_APPLIED, MarkedFiles, find_tree, tree_states
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +94,9 @@ def print_table(specs: Sequence[ModuleSpec], states: Optional[Mapping[str, str]]
     ui.stdout.print(grid)
     ui.stdout.print(f"{len(specs)} modules (params: at input width {TYPICAL_WIDTH}). "
                     "Details: yolopatch show KEY, or yolopatch list --verbose.", markup=False, soft_wrap=False)
-    if tree is not None:
+    if tree is None:
+        ui.stdout.print(f"Codebases: {SUPPORTED_LINE}.", markup=False, soft_wrap=False)
+    else:
         ui.stdout.print(f"state: in {ui.display_path(tree.root)}, from yolopatch's markers; `yolopatch status` "
                         "also checks the code for hand edits.", markup=False, soft_wrap=False)
 

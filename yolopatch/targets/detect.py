@@ -25,6 +25,8 @@ SUPPORTED = {
                    "package",
     "yolov7": "YOLOv7 (WongKinYiu/yolov7 checkout, or a packaged copy such as yolov7-package)",
 }
+# One line for `--help` and `list`: which codebases and versions yolopatch patches.
+SUPPORTED_LINE = "YOLOv5 v5.0 to master, Ultralytics 8.0 to 8.4 (YOLOv8, YOLO11, YOLO12, YOLO26, RT-DETR), YOLOv7"
 NOT_YET = {
     "yolov9": "YOLOv9",
 }
