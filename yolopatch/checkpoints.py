@@ -14,7 +14,9 @@ Two jobs, both without torch and without unpickling anything:
 
 A target supplies its checkpoint format (``CheckpointFormat``): where trained checkpoints lie in a
 tree, which modules its inserted classes are pickled under, and the probe script that reads and
-writes them in the user's interpreter: ``YOLOV5`` and ``ULTRALYTICS`` (``format_for(codebase)``).
+writes them in the user's interpreter: ``YOLOV5`` and ``ULTRALYTICS`` (``format_for(codebase)``). YOLOv7
+trees use ``YOLOV5`` (the same checkpoint dict and probe) with their own models module added to its
+``class_modules`` (``models.common`` in a checkout, ``<pkg>.models.common`` in a package: targets/shared.py).
 
 For Ultralytics, ``foreign_ultralytics_classes`` also names the globals of a checkpoint that 8.4's
 restricted loader (``nn/tasks.py``, ``_SafeLoad``) refuses to rebuild: classes defined outside

@@ -338,7 +338,7 @@ def verify(
 @app.command()
 def weights(
     checkpoint: Annotated[Path, typer.Argument(metavar="BASE.pt", help="Checkpoint of the base model (or of a variant).")],
-    to: Annotated[List[Path], typer.Option("--to", help="Variant YAML(s) yolopatch generated, e.g. models/yolov5s-soca.yaml or yolov8-soca.yaml.")],
+    to: Annotated[List[Path], typer.Option("--to", help="Variant YAML(s) yolopatch generated, e.g. models/yolov5s-soca.yaml, yolov8-soca.yaml or cfg/training/yolov7-tiny-soca.yaml.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="File to write (one --to only; default: <variant>.pt beside BASE.pt; Ultralytics: yolov8n-soca.pt).")] = None,
     scale: Annotated[Optional[str], typer.Option("--scale", help="Ultralytics: the scale to build the variant at (default: the checkpoint's).")] = None,
     repo: RepoOption = Path("."),
@@ -349,7 +349,7 @@ def weights(
     """Write a checkpoint for a variant: every base layer's tensors moved to its new index.
 
     The inserted layers are freshly initialised; the report gives tensors transferred per layer,
-    names any shape mismatch, and the count train.py --weights (YOLOv5) or YOLO(cfg).load
+    names any shape mismatch, and the count train.py --weights (YOLOv5, YOLOv7) or YOLO(cfg).load
     (Ultralytics) will report. Runs offline in a subprocess with the tree's own code; exit 1 if a
     checkpoint could not be written or checked.
     """

@@ -1,4 +1,7 @@
-"""Move a checkpoint's tensors into variants, through a YOLOv5 tree's own code (run by `yolopatch weights`).
+"""Move a checkpoint's tensors into variants, through a YOLOv5 or YOLOv7 tree's own code (run by `yolopatch weights`).
+
+YOLOv7 saves and reads YOLOv5's checkpoint dict (its train.py and ``models.experimental.attempt_load``), and its
+``models.yolo.Model(cfg, ch, nc)`` is YOLOv5's: the same script serves both, with the tree's models module.
 
 A standalone script, run in a subprocess with the user's interpreter::
 

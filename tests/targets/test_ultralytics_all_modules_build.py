@@ -170,14 +170,20 @@ def expected_rows(base: variants.BaseModel) -> List[Tuple[int, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("version, scales", [("8.4", EVERY_SCALE), ("8.1", ("n", "s")), ("8.2", ("n", "s")),
+                                             ("8.3.0", ("n", "s")), ("8.3", ("n", "s"))])
 def test_all_modules_together_build_at_every_scale(ultralytics_tree: Callable[[str], Path],  # noqa: F811
-                                                   tmp_path: Path) -> None:
-    root = ultralytics_tree("8.4")
+                                                   tmp_path: Path, version: str, scales: Tuple[str, ...]) -> None:
+    """8.4 at every scale of yolov8/yolo11/yolo12/yolo26; 8.1 to 8.3 at n and s of the bases they ship (8.0 and
+    8.4: every variant at n and s in the test above)."""
+    root = ultralytics_tree(version)
     assert apply(root, ["all"], variants=False) == 0
     models = root / "ultralytics" / "cfg" / "models"
     jobs: List[Tuple[str, List[int]]] = []
     expected: Dict[str, List[Tuple[str, int]]] = {}
-    for config in SCALE_BASES:
+    configs = [config for config in SCALE_BASES if (models / f"{config}.yaml").is_file()]
+    assert configs[0] == "v8/yolov8" and (version != "8.4" or configs == list(SCALE_BASES))
+    for config in configs:
         base_name = f"{config.split('/')[1]}.yaml"
         text = (models / f"{config}.yaml").read_text(encoding="utf-8")
         base = variants.parse_base(text, base_name, dialect=variants.ULTRALYTICS)
@@ -190,7 +196,7 @@ def test_all_modules_together_build_at_every_scale(ultralytics_tree: Callable[[s
         inserted = [after + 1 + number for number, (after, _) in enumerate(rows)]
         assert [layers[index][2] for index in inserted] == [name for _, name in rows]
         assert sum(1 for row in layers if row[2] in {spec.class_name for spec in catalog.all_modules()}) == len(rows)
-        for scale in EVERY_SCALE:
+        for scale in scales:
             name = scaled_name(variant.name, scale)
             jobs.append((name, inserted))
             expected[name] = [(class_name, scaled_width(base, after, scale)) for after, class_name in rows]
@@ -215,6 +221,6 @@ def test_all_modules_together_build_at_every_scale(ultralytics_tree: Callable[[s
             assert shapes["out"] == shapes["in"] and shapes["finite"], (name, class_name, shapes)
         assert all(found["grads"]), (name, [t for t, ok in zip(found["types"], found["grads"]) if not ok])
         params[name] = found["params"]
-    for config in (config.split("/")[1] for config in SCALE_BASES):  # each scale: a bigger model than the last
-        counts = [params[f"{config}{scale}-{ALL_IN_ONE}.yaml"] for scale in EVERY_SCALE]
+    for config in (config.split("/")[1] for config in configs):  # each scale: a bigger model than the last
+        counts = [params[f"{config}{scale}-{ALL_IN_ONE}.yaml"] for scale in scales]
         assert counts == sorted(counts) and len(set(counts)) == len(counts), counts

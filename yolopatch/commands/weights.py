@@ -5,13 +5,20 @@ variant.yaml`` (which matches tensors by key and shape) drops most of them and l
 shifted layers with the wrong layer's weights. yolopatch wrote the variant, so it knows the exact
 ``old -> new`` index map (``checkpoints.transfer_candidates``, from the variants' own remap).
 
-The checkpoint is unpickled by ``yolopatch/weights_probe.py`` (YOLOv5) or
+The checkpoint is unpickled by ``yolopatch/weights_probe.py`` (YOLOv5 and YOLOv7) or
 ``yolopatch/weights_probe_ultralytics.py`` (Ultralytics) in a subprocess with the user's interpreter
 (its pickle names the tree's classes); yolopatch itself never imports the tree. The probe builds
 each variant with the tree's own model class, copies every tensor to its new key where the shapes
 agree, saves the codebase's checkpoint format, loads the written file again with the tree's loader
 and checks it with forward hooks (see the probes' docstrings). This command plans, runs the probe,
 and reports per layer.
+
+YOLOv7 checkpoints are YOLOv5's format (YOLOv7's train.py saves ``{"model": ..., "ema": ...}`` and reads
+``ckpt['model'].float().state_dict()`` through ``intersect_dicts`` without the anchors; ``attempt_load`` takes
+``ema`` else ``model``), so a YOLOv7 tree takes the YOLOv5 probe with its own models module. Its variants live
+in ``cfg/training/`` and their ``cfg/deploy/`` twins; a deploy twin takes a checkpoint of its deploy base
+(the reparameterised model, ``Detect`` head), never a training one (``IDetect``: its implicit tensors must be
+folded in by YOLOv7's reparameterisation, which yolopatch does not do).
 
 Ultralytics variants (``yolov8-soca.yaml``) hold every scale: the written model takes ``--scale``, else
 the source model's scale, and is written as ``yolov8<scale>-soca.pt`` (the name Ultralytics reads the
@@ -40,9 +47,10 @@ from yolopatch.checkpoints import ULTRALYTICS, YOLOV5, CheckpointFormat, Inserti
 from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.targets.locate import is_ultralytics, locate_any
 from yolopatch.targets.ultralytics import UltralyticsTree
+from yolopatch.targets.yolov7 import Yolov7Tree
 from yolopatch.tree import Tree
 
-AnyTree = Union[Tree, UltralyticsTree]
+AnyTree = Union[Tree, UltralyticsTree, Yolov7Tree]
 SCALE = "{scale}"  # in an Ultralytics output path: the scale, known once the probe has read the checkpoint
 
 
@@ -55,6 +63,7 @@ class TargetPlan:
     base_name: str
     candidates: List[checkpoints.SourceCandidate]
     scale: Optional[str] = None  # Ultralytics: the scale to build (None: the source model's)
+    twin: Optional[Path] = None  # YOLOv7: for a cfg/deploy variant, its cfg/training twin (named when refusing)
 
     def to_json(self) -> Dict[str, Any]:
         return {"cfg": str(self.cfg), "out": str(self.out), "scale": self.scale,
@@ -68,10 +77,16 @@ class TargetPlan:
 def find_cfg(tree: AnyTree, cfg: Path) -> Path:
     if isinstance(tree, UltralyticsTree):
         return find_ultralytics_cfg(tree, cfg)[0]
-    for candidate in (cfg, tree.root / cfg, tree.models_dir / cfg, tree.models_dir / "hub" / cfg):
+    if isinstance(tree, Yolov7Tree):  # cfg/training first: a bare name means the training variant
+        folders = [Path(), tree.root, tree.training_dir, tree.deploy_dir]
+    else:
+        folders = [Path(), tree.root, tree.models_dir, tree.models_dir / "hub"]
+    for candidate in (folder / cfg for folder in folders):
         if candidate.is_file():
             return candidate.resolve()
-    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in ., {tree.root}, models/, models/hub/)",
+    looked = ", ".join(["."] + [str(folder) if folder == tree.root else tree.relative(folder) + "/"
+                                for folder in folders[1:]])
+    raise YolopatchError(f"model YAML {str(cfg)!r} not found (looked in {looked})",
                          hint="pass --to with a variant YAML that yolopatch generated")
 
 
@@ -107,8 +122,9 @@ def _rows(text: str) -> List[Any]:
     return list(data.get("backbone") or []) + list(data.get("head") or [])
 
 
-def plan_target(cfg: Path, out: Path) -> TargetPlan:
-    """The candidates (what the source may be, and its layer map) for the variant ``cfg``.
+def plan_target(cfg: Path, out: Path, dialect: Optional[str] = None) -> TargetPlan:
+    """The candidates (what the source may be, and its layer map) for the variant ``cfg``; ``dialect``:
+    the YAML dialect the variant was generated in (None: detected from the base, as for YOLOv5).
 
     Refuses a YAML yolopatch did not generate, one whose base is gone, and one whose rows are no
     longer its base with the recorded insertions (edited, or the base changed since): the map
@@ -124,7 +140,7 @@ def plan_target(cfg: Path, out: Path) -> TargetPlan:
     if not base_path.is_file():
         raise YolopatchError(f"the variant's base {info.base_name} is not beside it", path=cfg, line=1,
                              hint=f"put {info.base_name} back next to the variant")
-    base = variants.parse_base(read_text(base_path), info.base_name)
+    base = variants.parse_base(read_text(base_path), info.base_name, dialect)
     target = _insertions(base, info)
     if not checkpoints.rows_match(_rows(text), checkpoints.expected_rows(base, target)):
         raise YolopatchError(f"the variant's layers are no longer {checkpoints.describe(info.base_name, target)} "
@@ -181,6 +197,7 @@ def probe_path(fmt: CheckpointFormat = YOLOV5) -> Path:
 
 
 def checkpoint_format(tree: AnyTree) -> CheckpointFormat:
+    """Ultralytics' own; YOLOv5's for YOLOv5 and YOLOv7 trees (the same checkpoint dict, the same probe)."""
     return ULTRALYTICS if is_ultralytics(tree) else YOLOV5
 
 
@@ -228,7 +245,7 @@ def run_probe(python: str, tree: AnyTree, checkpoint: Path, plans: Sequence[Targ
 
 
 def _title(tree: AnyTree) -> str:
-    return "Ultralytics" if is_ultralytics(tree) else "YOLOv5"
+    return "Ultralytics" if is_ultralytics(tree) else "YOLOv7" if isinstance(tree, Yolov7Tree) else "YOLOv5"
 
 
 def _fatal_error(python: str, tree: AnyTree, checkpoint: Path, fatal: Dict[str, Any]) -> YolopatchError:
@@ -254,8 +271,14 @@ def problems(record: Dict[str, Any], plan: TargetPlan, source: Dict[str, Any]) -
         rows = source.get("rows")
         what = f"{len(rows)} layers" if isinstance(rows, list) else "no model.yaml"
         made = f", made from {source['yaml_file']}" if source.get("yaml_file") else ""
-        return [f"the checkpoint's model ({what}{made}) is neither {plan.base_name} nor a variant of it "
-                f"that yolopatch can map into {plan.cfg.name}"]
+        found = [f"the checkpoint's model ({what}{made}) is neither {plan.base_name} nor a variant of it "
+                 f"that yolopatch can map into {plan.cfg.name}"]
+        if plan.twin is not None:
+            found[0] += (f"; {plan.cfg.parent.name}/{plan.cfg.name} takes a checkpoint of the deploy model "
+                         f"{plan.cfg.parent.name}/{plan.base_name}; a training checkpoint goes into "
+                         f"{plan.twin.parent.name}/{plan.twin.name} (reparameterise its trained result with "
+                         "YOLOv7's tools and the index map of `yolopatch variant --json`)")
+        return found
     if record.get("error"):
         return [str(record["error"])]
     found = list((record.get("check") or {}).get("failures") or [])
@@ -366,15 +389,37 @@ def plan_targets(tree: AnyTree, checkpoint: Path, to: Sequence[Path], out: Optio
     """One plan per ``--to``: the variant, its layer maps, where its checkpoint goes and (Ultralytics) its scale."""
     if not isinstance(tree, UltralyticsTree):
         if scale is not None:
-            raise UsageError("--scale is for Ultralytics variants (one YAML, every scale); a YOLOv5 variant "
-                             "has its scale in its file", hint="pass --to models/yolov5n-soca.yaml")
+            example = ("cfg/training/yolov7-tiny-soca.yaml" if isinstance(tree, Yolov7Tree)
+                       else "models/yolov5n-soca.yaml")
+            raise UsageError(f"--scale is for Ultralytics variants (one YAML, every scale); a {_title(tree)} variant "
+                             "has its model in its file", hint=f"pass --to {example}")
         cfgs = [find_cfg(tree, cfg) for cfg in to]
-        return [plan_target(cfg, path) for cfg, path in zip(cfgs, out_paths(checkpoint, cfgs, out, force))]
+        names = [yolov7_name(tree, cfg) for cfg in cfgs] if isinstance(tree, Yolov7Tree) else None
+        paths = out_paths(checkpoint, cfgs, out, force, names)
+        if isinstance(tree, Yolov7Tree):
+            return [dataclasses.replace(plan_target(cfg, path, variants.YOLOV7), twin=training_twin(tree, cfg))
+                    for cfg, path in zip(cfgs, paths)]
+        return [plan_target(cfg, path) for cfg, path in zip(cfgs, paths)]
     found = [find_ultralytics_cfg(tree, cfg) for cfg in to]
     plans = [dataclasses.replace(plan_target(cfg, checkpoint), scale=scale or named) for cfg, named in found]
     names = [default_name(plan.cfg, plan.base_name, plan.scale) for plan in plans]
     paths = out_paths(checkpoint, [plan.cfg for plan in plans], out, force, names)
     return [dataclasses.replace(plan, out=path) for plan, path in zip(plans, paths)]
+
+
+def yolov7_name(tree: Yolov7Tree, cfg: Path) -> str:
+    """``<variant stem>.pt``; ``<variant stem>-deploy.pt`` for a cfg/deploy variant (its training twin has the
+    same file name)."""
+    deploy = cfg.parent.resolve() == tree.deploy_dir.resolve()
+    return f"{cfg.stem}-deploy.pt" if deploy else default_name(cfg)
+
+
+def training_twin(tree: Yolov7Tree, cfg: Path) -> Optional[Path]:
+    """``cfg/training/<name>`` for a variant ``cfg/deploy/<name>`` when it exists, else None."""
+    if cfg.parent.resolve() != tree.deploy_dir.resolve():
+        return None
+    twin = tree.training_dir / cfg.name
+    return twin if twin.is_file() else None
 
 
 def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[Path] = None,
@@ -384,8 +429,8 @@ def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[P
     if not to:
         raise UsageError("name the variant(s) to write weights for", hint="--to models/yolov5s-soca.yaml")
     tree = locate_any(repo, allow_installed=True)  # reads the tree only: an installed copy is fine
-    if not isinstance(tree, (Tree, UltralyticsTree)):
-        raise YolopatchError(f"`yolopatch weights` supports YOLOv5 and Ultralytics trees; this is a "
+    if not isinstance(tree, (Tree, UltralyticsTree, Yolov7Tree)):
+        raise YolopatchError(f"`yolopatch weights` supports YOLOv5, YOLOv7 and Ultralytics trees; this is a "
                              f"{getattr(tree, 'codebase', 'other')} tree", path=tree.root)
     if not checkpoint.is_file():
         raise YolopatchError("no such checkpoint", path=checkpoint, hint="pass the .pt file to transfer from")
