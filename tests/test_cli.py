@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import pytest
 
 from tests import yolov5_trees
-from yolopatch import paths, ui
+from yolopatch import building, paths, ui
 from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.tree import locate
 
@@ -246,7 +246,7 @@ def test_probe_groups_variants_with_their_base() -> None:
 
 
 def test_latency_statistics() -> None:
-    from yolopatch.commands.verify import Spread, latency_delta
+    from yolopatch.building import Spread, latency_delta
 
     spread = Spread.of([10.0, 11.0, 12.0, 13.0, 100.0])  # one slow run moves the median by nothing
     assert spread is not None and spread.median == 12.0 and (spread.q1, spread.q3) == (11.0, 13.0)
@@ -262,9 +262,9 @@ def test_latency_statistics() -> None:
 
 def test_latency_cells() -> None:
     from yolopatch.commands import verify
-    from yolopatch.commands.verify import ModelResult, Target
+    from yolopatch.building import ModelResult, Target
 
-    result = ModelResult(Target(Path("v.yaml"), verify.VARIANT), {}, "")
+    result = ModelResult(Target(Path("v.yaml"), building.VARIANT), {}, "")
     assert verify._latency_cell(result) == "-" and verify._latency_delta_cell(result) == "-"
     result.latency_runs, result.base_latency_runs = [110.0, 113.0, 109.0], [100.0, 104.0, 98.0]
     assert verify._latency_cell(result) == "110.0 ±1.0"

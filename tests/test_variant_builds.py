@@ -16,8 +16,8 @@ from typing import Callable, Dict, List
 import pytest
 
 from tests.test_verify import expected_insertions, probe_environment
+from yolopatch import building
 from yolopatch import catalog
-from yolopatch.commands import verify as verify_module
 from yolopatch.commands.apply import apply
 from yolopatch.commands.variant import variant
 from yolopatch.variant_files import SCALES, generated_variants
@@ -44,7 +44,7 @@ def test_every_module_at_every_scale_builds(make_tree: Callable[..., Path], monk
     generated = generated_variants(tree)
     assert len(generated) == len(keys) * (len(scales) + 1)
 
-    results = verify_module.build_cfgs(tree, [item.path for item in generated], img=IMG, runs=0)
+    results = building.build_cfgs(tree, [item.path for item in generated], img=IMG, runs=0)
 
     problems: List[str] = []
     bases: Dict[Path, dict] = {}
@@ -54,7 +54,7 @@ def test_every_module_at_every_scale_builds(make_tree: Callable[..., Path], monk
         if record.get("error") or record.get("params_without_grad"):
             problems.append(f"{name}: {record.get('error') or record.get('params_without_grad')}")
             continue
-        if result.target.role == verify_module.BASE:
+        if result.target.role == building.BASE:
             bases[result.cfg] = record
             continue
         (key,) = result.target.keys

@@ -31,6 +31,7 @@ import pytest
 
 from tests import yolov5_trees
 from tests.yolov5_trees import snapshot as tree_snapshot
+from yolopatch import building
 from yolopatch import catalog, variants
 from yolopatch.commands import verify as verify_module
 from yolopatch.errors import UsageError, YolopatchError
@@ -321,7 +322,7 @@ def test_scale_is_refused_on_a_yolov5_tree(make_tree: Callable[..., Path]) -> No
 
     with pytest.raises(UsageError, match="--scale is for Ultralytics trees"):
         verify_module.verify(tree.root, scale="s")
-    assert "--codebase" not in verify_module.probe_command(sys.executable, tree, [tree.models_dir / "yolov5s.yaml"], 64)
+    assert "--codebase" not in building.probe_command(sys.executable, tree, [tree.models_dir / "yolov5s.yaml"], 64)
 
 
 def test_a_hanging_tree_is_stopped(make_tree: Callable[..., Path]) -> None:
@@ -332,7 +333,7 @@ def test_a_hanging_tree_is_stopped(make_tree: Callable[..., Path]) -> None:
     started = time.monotonic()
 
     with pytest.raises(YolopatchError, match=r"the probe could not start with .*: no output in 5 s"):
-        verify_module.run_probe(sys.executable, tree, [tree.models_dir / "yolov5n.yaml"], 64, 0, idle_timeout=5)
+        building.run_probe(sys.executable, tree, [tree.models_dir / "yolov5n.yaml"], 64, 0, idle_timeout=5)
 
     assert time.monotonic() - started < 60
 
@@ -395,7 +396,7 @@ def test_inserted_layers_use_the_row_hyperparameters_and_repeats() -> None:
               {"index": 2, "type": "models.common.SOCA", "params": 2, "in_channels": 32}]
     soca = catalog.get("soca")
 
-    found = verify_module.inserted_layers(text, layers, [soca], {"soca"})
+    found = building.inserted_layers(text, layers, [soca], {"soca"})
 
     assert [(layer.layer, layer.class_name, layer.in_channels) for layer in found] == [(1, "SOCA", 32), (2, "SOCA", 32)]
     assert found[0].expected_params == soca.param_count(32, reduction=4)
@@ -411,8 +412,8 @@ def test_inserted_layers_no_width_rows_pass_hyperparameters_only() -> None:
     text = "backbone:\n  [[-1, 1, Conv, [64, 3, 2]],\n   [-1, 1, SE, [4]]]\nhead:\n  [[-1, 1, Conv, [64, 1, 1]]]\n"
     layers = [{"index": 1, "type": "SE", "params": 0, "in_channels": 64}]
 
-    as_no_width = verify_module.inserted_layers(text, layers, [no_width], set())[0]
-    as_width = verify_module.inserted_layers(text, layers, [se], set())[0]
+    as_no_width = building.inserted_layers(text, layers, [no_width], set())[0]
+    as_width = building.inserted_layers(text, layers, [se], set())[0]
 
     assert as_no_width.expected_params == se.param_count(64, reduction=4)
     assert as_width.expected_params == se.param_count(64)
@@ -424,19 +425,19 @@ def test_inserted_layers_repeat_by_the_ultralytics_scale_depth() -> None:
     layers = [{"index": 1, "type": "ultralytics.nn.modules.yolopatch.SOCA", "params": 0, "in_channels": 16}]
     soca = catalog.get("soca")
 
-    at_n = verify_module.inserted_layers(text, layers, [soca], set(), scale="n")[0]
-    at_l = verify_module.inserted_layers(text, layers, [soca], set(), scale="l")[0]
+    at_n = building.inserted_layers(text, layers, [soca], set(), scale="n")[0]
+    at_l = building.inserted_layers(text, layers, [soca], set(), scale="l")[0]
 
     assert at_n.expected_params == soca.param_count(16)  # n=3 at depth 0.33: round(0.99) = 1 module
     assert at_l.expected_params == 3 * soca.param_count(16)
 
 
 def test_scaled_ultralytics_names() -> None:
-    assert verify_module._unscaled_name("yolov8n-soca.yaml") == ("yolov8-soca.yaml", "n")
-    assert verify_module._unscaled_name("yolo11x-simam-p3.yaml") == ("yolo11-simam-p3.yaml", "x")
-    assert verify_module._unscaled_name("yolov8s.yaml") == ("yolov8.yaml", "s")
-    assert verify_module._unscaled_name("yolov8-soca.yaml") is None
-    assert verify_module._unscaled_name("rtdetr-l.yaml") is None
+    assert building._unscaled_name("yolov8n-soca.yaml") == ("yolov8-soca.yaml", "n")
+    assert building._unscaled_name("yolo11x-simam-p3.yaml") == ("yolo11-simam-p3.yaml", "x")
+    assert building._unscaled_name("yolov8s.yaml") == ("yolov8.yaml", "s")
+    assert building._unscaled_name("yolov8-soca.yaml") is None
+    assert building._unscaled_name("rtdetr-l.yaml") is None
 
 
 @pytest.mark.parametrize("version", ["5.0", "6.1", "7.0"])

@@ -25,6 +25,7 @@ import pytest
 
 from tests.ultralytics_trees import ultralytics_tree  # noqa: F401  (the fixture)
 from tests.yolov5_trees import snapshot
+from yolopatch import building
 from yolopatch import catalog
 from yolopatch.commands import verify as verify_module
 from yolopatch.commands.apply import apply
@@ -121,7 +122,7 @@ def test_verify_on_8_4_at_the_default_scale(ultralytics_tree: Callable[[str], Pa
     broken = break_by_hand(root, "11/yolo11-soca.yaml")
     tree = locate_any(root)
     # before any model is built: CFG names as Ultralytics users type them, and --scale checks
-    assert [t.path for t in verify_module.targets(tree, [Path("yolov8-soca.yaml")])] == [
+    assert [t.path for t in building.targets(tree, [Path("yolov8-soca.yaml")])] == [
         (root / MODELS / name).resolve() for name in ("v8/yolov8.yaml", "v8/yolov8-soca.yaml")]
     with pytest.raises(UsageError) as scaled_name:
         verify_module.verify(root, [Path("yolov8n-soca.yaml")])

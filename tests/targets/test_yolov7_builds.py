@@ -1,7 +1,7 @@
 """Every module's variants of yolov7 and yolov7-tiny, built by each YOLOv7 tree's own ``models.yolo.Model``.
 
 Per tree: ``apply all`` (variants of cfg/training/yolov7.yaml and yolov7-tiny.yaml, and their cfg/deploy
-twins), then one probe run (``verify.build_cfgs``: one subprocess, 64x64 images) builds every variant and
+twins), then one probe run (``building.build_cfgs``: one subprocess, 64x64 images) builds every variant and
 its base. Per variant: it builds; its eval forward gives the base's output shapes; a train-mode backward
 reaches every parameter; its parameter count is the base's plus the inserted module's formula at the input
 width the probe saw (verify's own judgement), and that width is the one the variant's YAML row names (all
@@ -20,8 +20,8 @@ import pytest
 
 from tests import yolov7_trees
 from tests.yolov7_trees import yolov7_tree  # noqa: F401  (the fixture)
+from yolopatch import building
 from yolopatch import catalog, variants
-from yolopatch.commands import verify as verify_module
 from yolopatch.commands.apply import apply
 from yolopatch.targets.locate import open_target
 from yolopatch.variant_files import generated_variants
@@ -45,7 +45,7 @@ def test_every_variant_of_yolov7_and_tiny_builds(yolov7_tree: Callable[..., Path
     assert len(generated) == 4 * len(keys)
     chosen = [item.path for item in generated if kind == "checkout" or item.path.parent.name == "training"]
 
-    results = verify_module.build_cfgs(tree, chosen, img=IMG, runs=0)  # type: ignore[arg-type]
+    results = building.build_cfgs(tree, chosen, img=IMG, runs=0)  # type: ignore[arg-type]
 
     problems: List[str] = []
     bases: Dict[Path, dict] = {}
@@ -55,7 +55,7 @@ def test_every_variant_of_yolov7_and_tiny_builds(yolov7_tree: Callable[..., Path
         if record.get("error") or record.get("params_without_grad"):
             problems.append(f"{name}: {record.get('error') or record.get('params_without_grad')}")
             continue
-        if result.target.role == verify_module.BASE:
+        if result.target.role == building.BASE:
             bases[result.cfg] = record
             continue
         base = bases[result.target.base]  # type: ignore[index]

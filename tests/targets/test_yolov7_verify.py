@@ -22,8 +22,8 @@ import pytest
 
 from tests import yolov7_trees
 from tests.yolov7_trees import yolov7_tree  # noqa: F401  (the fixture)
+from yolopatch import building
 from yolopatch import probe
-from yolopatch.commands import verify as verify_module
 
 ROW_ARGS_SCRIPT = """
 import json, sys
@@ -40,7 +40,7 @@ print(json.dumps(found))
 
 def argument_problems_in_tree(root: Path, module: str, cfgs: List[Path]) -> Dict[str, List[Dict[str, Any]]]:
     """probe.argument_problems of every cfg, with the tree's real yolo.py imported in a subprocess."""
-    folder = verify_module.probe_path().parent
+    folder = building.probe_path().parent
     done = subprocess.run([sys.executable, "-c", ROW_ARGS_SCRIPT, str(folder), str(root), module,
                            *[str(cfg) for cfg in cfgs]], capture_output=True, text=True, cwd=root, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -48,12 +48,12 @@ def collect(tree: Any, cwd: Optional[Path] = None, python: Optional[str] = None)
 
 def build_findings(tree: Any, context: Optional[Context] = None, python: Optional[str] = None) -> List[Finding]:
     """Build every generated variant (and its base) with the tree's own YOLOv5 code, through
-    ``yolopatch.commands.verify.build_cfgs``: a variant that does not build, run forward and backward,
+    ``yolopatch.building.build_cfgs``: a variant that does not build, run forward and backward,
     keep its base's output shapes and match the catalogue's parameter formulas is a finding.
 
     A probe that cannot run at all (torch missing from the interpreter) raises: exit 2, not drift.
     """
-    from yolopatch.commands import verify
+    from yolopatch import building
     from yolopatch.variant_files import generated_variants
 
     if getattr(tree, "codebase", "yolov5") not in ("yolov5", "yolov7"):
@@ -64,7 +64,7 @@ def build_findings(tree: Any, context: Optional[Context] = None, python: Optiona
     if not cfgs:
         return []
     try:
-        results = verify.build_cfgs(tree, cfgs, python=python)
+        results = building.build_cfgs(tree, cfgs, python=python)
     except YolopatchError as error:
         raise YolopatchError(f"--build could not run: {error.message}", path=error.path, line=error.line,
                              hint=error.hint, exit_code=2) from error
@@ -72,7 +72,7 @@ def build_findings(tree: Any, context: Optional[Context] = None, python: Optiona
         Finding("build-failed", result.cfg, None, f"YOLOv5 cannot use this variant: {'; '.join(result.problems)}",
                 f"`{context.command('verify', context.rel(result.cfg))}` shows the measurements; "
                 f"`{result.reproduce}` prints YOLOv5's traceback")
-        for result in results if not result.ok and result.target.role == verify.VARIANT
+        for result in results if not result.ok and result.target.role == building.VARIANT
     ]
 
 
