@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Callable, List
+from typing import List, Sequence
 
 import pytest
 
 from tests import ultralytics_trees
+from yolopatch import catalog
+from yolopatch.catalog import ModuleSpec
+from yolopatch.state import template_of
+from yolopatch.targets import ultralytics as U
 from yolopatch.targets import ultralytics_edits as ue
+from yolopatch.transforms import common_py
 from yolopatch.transforms.common_py import Template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,3 +362,74 @@ def test_real_clashes(version: str) -> None:
     assert {"Conv", "C2f", "Detect", "DetectionModel", "torch", "nn"} <= ue.resolvable_names(tasks)
     applied = apply_init(init, "SpatialGroupEnhance", "sge"), apply_tasks(tasks, "SpatialGroupEnhance", "sge")
     assert ue.clashes(["SpatialGroupEnhance"], *applied) == []
+
+
+# --- batch edits (one parse per file) against the one-module edits, all 21 modules ------------------------
+# The one-module reference parses and prints tasks.py twice per module (~0.2 s each): it is nearly all of
+# these tests' time, 15 to 30 s a release on the shared 2-core machine (the batch side takes ~1 s).
+
+
+def one_at_a_time_apply(texts: U.Texts, specs: Sequence[ModuleSpec]) -> U.Texts:
+    """What `apply` did before the batch edits: each module wired by the one-module text functions, each
+    parsing the text the previous one printed. The module file is left alone (see the test below)."""
+    init, tasks = texts.init, texts.tasks
+    for spec in specs:
+        if U.exported_upstream(texts, spec.class_name):
+            tasks = ue.add_marked_import(tasks, U.OWN_PACKAGE_MODULE, spec.class_name, spec.key)
+        else:
+            init = ue.add_all_name(ue.add_marked_import(init, ue.OWN_MODULE, spec.class_name, spec.key),
+                                   spec.class_name, spec.key)
+            tasks = ue.add_import_name(tasks, ue.MODULES_PACKAGE, spec.class_name, spec.key)
+        tasks = ue.register(tasks, spec.class_name, spec.key, U.SHAPES[spec.registration])
+    return U.Texts(texts.module, init, tasks)
+
+
+def one_at_a_time_revert(texts: U.Texts, keys: Sequence[str]) -> U.Texts:
+    """What `revert` did before the batch edits, one module after the other (module file left alone)."""
+    init, tasks = texts.init, texts.tasks
+    for key in keys:
+        spec = catalog.get(key)
+        if U.exported_upstream(texts, spec.class_name):
+            tasks = ue.remove_marked_import(tasks, key)
+        else:
+            init = ue.remove_all_name(ue.remove_marked_import(init, key), spec.class_name)
+            tasks = ue.remove_import_name(tasks, ue.MODULES_PACKAGE, spec.class_name)
+        tasks = ue.unregister(tasks, key)
+    return U.Texts(texts.module, init, tasks)
+
+
+def test_batch_edits_equal_one_module_edits_for_all_modules(version: str) -> None:
+    """Byte for byte: the plan's batch edits (each file parsed once) and the one-module functions (a parse
+    per edit) give the same __init__.py and tasks.py, applying all 21 modules, then reverting seven of them
+    in another order (CBAM, exported upstream, among them); reverting the rest gives the release back."""
+    clean = U.Texts(None, ultralytics_trees.read(version, ue.MODULES_INIT), ultralytics_trees.read(version, ue.TASKS))
+    specs = list(catalog.all_modules())
+    applied = U.with_modules(clean, specs)
+    reference = one_at_a_time_apply(clean, specs)
+    assert (applied.init, applied.tasks) == (reference.init, reference.tasks)
+    assert set(ue.registered(applied.tasks)) == {spec.key for spec in specs}
+    some = ["cbam", *[spec.key for spec in specs[::-3] if spec.key != "cbam"]][:7]
+    reverted = U.without_modules(applied, some)
+    reference = one_at_a_time_revert(applied, some)
+    assert (reverted.init, reverted.tasks) == (reference.init, reference.tasks)
+    assert set(ue.registered(reverted.tasks)) == {spec.key for spec in specs} - set(some)
+    rest = U.without_modules(reverted, [spec.key for spec in specs if spec.key not in some])
+    assert (rest.module, rest.init, rest.tasks) == (None, clean.init, clean.tasks)
+
+
+def test_batch_module_file_equals_one_module_edits() -> None:
+    """The module file (the same in every release): 21 classes inserted by one ``insert_classes`` and by 21
+    ``insert_class`` calls; a third of them taken out by ``remove_classes`` and ``remove_class``."""
+    specs = list(catalog.all_modules())
+    reference = ue.MODULE_FILE_STUB
+    for spec in specs:
+        reference = ue.insert_class(reference, template_of(spec))
+    applied = ue.insert_classes(ue.parse(ue.MODULE_FILE_STUB), [template_of(spec) for spec in specs]).code
+    assert applied == reference and ue.all_names(applied) == [spec.class_name for spec in specs]
+    removed = [(spec.key, spec.class_name, template_of(spec)) for spec in specs[::-3]]
+    kept = [spec for spec in specs if spec not in specs[::-3]]
+    still_needed = [need for spec in kept for need in common_py.template_imports(template_of(spec))]
+    for key, class_name, template in removed:
+        reference = ue.remove_class(reference, key, class_name, still_needed, template)
+    assert ue.remove_classes(ue.parse(applied), removed, still_needed).code == reference
+    assert ue.all_names(reference) == [spec.class_name for spec in kept]

@@ -18,18 +18,24 @@ A module ``X`` (key ``x``) is wired in three files, each edit undone byte for by
 
 Names appended to a one-name-per-line list carry the marker on their own line
 (``    "X",  # yolopatch: x``); on a single-line list there is no line of their own to mark.
+
+Each edit comes twice: a batch function on a parsed module (``insert_classes``, ``add_marked_imports``,
+``add_import_names``, ``add_all_names``, ``register_all`` and their removal counterparts), which a plan
+chains so that every file is parsed and printed once however many modules it wires (tasks.py takes
+~0.2 s to parse), and a one-module function on text (``insert_class``, ``register``, ...), a thin
+wrapper that parses, runs the batch function with one item and prints. Both give the same bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 import libcst.matchers as m
 
-from yolopatch.transforms import common_py, if_chain, lossless, markers
+from yolopatch.transforms import common_py, if_chain, markers
 from yolopatch.transforms.common_py import ImportSpec, Template
 from yolopatch.transforms.markers import Marker
 
@@ -56,6 +62,8 @@ _ANCHOR = "Conv"  # the channel container is the one listing Conv (not the neste
 
 _Item = Union[cst.Element, cst.ImportAlias]
 _Container = Union[cst.List, cst.Tuple, cst.Set]
+Named = Tuple[str, str]  # (name, key): a name yolopatch adds, and the key of the module it belongs to
+Branch = Tuple[str, str, str]  # (class name, key, shape) of a parse_model branch
 
 
 class ParseModelNotFound(ValueError):
@@ -75,28 +83,53 @@ class ChannelSet:
     members: Tuple[str, ...]
 
 
-@lru_cache(maxsize=32)
 def parse(source: str) -> cst.Module:
     """Parse once per distinct text (libcst modules are immutable); refuses text libcst cannot give back
-    byte for byte (``lossless.NotLossless``)."""
-    return lossless.parse(source)
+    byte for byte (``lossless.NotLossless``). One cache with ``common_py.parse``: the module file is
+    read by both, and tasks.py, parsed for the state, is reused by the plan."""
+    return common_py.parse(source)
+
+
+def text(tree: cst.Module, source: str) -> str:
+    """``tree`` printed; ``source`` itself when ``tree`` is still ``parse(source)`` (no edit changed it)."""
+    return source if tree is parse(source) else tree.code
+
+
+def _edited(source: str, edit: Callable[[cst.Module], cst.Module]) -> str:
+    """``edit`` run on ``source``'s module, as text (``source`` itself when ``edit`` changed nothing)."""
+    return text(edit(parse(source)), source)
 
 
 # --- the module file ---------------------------------------------------------------------------------------
 
 
+def insert_classes(tree: cst.Module, templates: Sequence[Template], replace_foreign: bool = False) -> cst.Module:
+    """Each of ``templates`` inserted in the module file (start from ``MODULE_FILE_STUB``) and named in its
+    ``__all__``, in order. Idempotent; a module already there is restored to its template's code."""
+    for template in templates:
+        tree = common_py.insert_module(tree, template, replace_foreign=replace_foreign)
+        tree = add_all_names(tree, [(template.class_name, template.key)])
+    return tree
+
+
+def remove_classes(tree: cst.Module, removed: Sequence[Tuple[str, str, Optional[Template]]],
+                   still_needed: Sequence[ImportSpec] = ()) -> cst.Module:
+    """Modules ``(key, main class name, template)`` taken out of the module file, in order, with the
+    imports they alone needed (``still_needed``: the imports of the modules that stay)."""
+    for key, class_name, template in removed:
+        tree = remove_all_names(common_py.remove_module(tree, key, still_needed, template), [class_name])
+    return tree
+
+
 def insert_class(source: str, template: Template, replace_foreign: bool = False) -> str:
-    """``template`` inserted in the module file ``source`` (start from ``MODULE_FILE_STUB``), named in its
-    ``__all__``. Idempotent; a module already there is restored to the template's code."""
-    inserted = common_py.insert(source, template, replace_foreign=replace_foreign)
-    return add_all_name(inserted, template.class_name, template.key)
+    """``insert_classes`` of one template, on text."""
+    return insert_classes(parse(source), [template], replace_foreign).code
 
 
 def remove_class(source: str, key: str, class_name: str, still_needed: Sequence[ImportSpec] = (),
                  template: Optional[Template] = None) -> str:
-    """Module ``key`` (main class ``class_name``) taken out of the module file, with the imports it alone
-    needed (``still_needed``: the imports of the modules that stay)."""
-    return remove_all_name(common_py.remove(source, key, still_needed, template), class_name)
+    """``remove_classes`` of one module, on text."""
+    return remove_classes(parse(source), [(key, class_name, template)], still_needed).code
 
 
 def is_stub(source: str) -> bool:
@@ -111,23 +144,33 @@ def import_statement(module: str, name: str, key: str) -> str:
     return f"from {module} import {name}  {Marker(key).render()}\n"
 
 
-def add_marked_import(source: str, module: str, name: str, key: str) -> str:
-    """``from module import name  # yolopatch: key`` after the last top-level import (once per key and name)."""
-    tree = parse(source)
+def add_marked_imports(tree: cst.Module, module: str, names: Sequence[Named]) -> cst.Module:
+    """``from module import name  # yolopatch: key`` for each ``(name, key)``, in order, after the last
+    top-level import (once per key and name)."""
     body = list(tree.body)
-    if any(_is_marked_import(statement, key, name) for statement in body):
-        return source
-    statement = cst.parse_statement(import_statement(module, name, key), config=tree.config_for_parsing)
-    index = max((i for i, s in enumerate(body) if _is_import(s)), default=-1) + 1
-    body.insert(index, statement)
-    return tree.with_changes(body=body).code
+    for name, key in names:
+        if any(_is_marked_import(statement, key, name) for statement in body):
+            continue
+        statement = cst.parse_statement(import_statement(module, name, key), config=tree.config_for_parsing)
+        body.insert(max((i for i, s in enumerate(body) if _is_import(s)), default=-1) + 1, statement)
+    return tree if len(body) == len(tree.body) else tree.with_changes(body=body)
+
+
+def remove_marked_imports(tree: cst.Module, keys: Iterable[str]) -> cst.Module:
+    """Every import statement carrying ``# yolopatch: key`` for one of ``keys`` taken out."""
+    wanted = set(keys)
+    body = [s for s in tree.body if not (_is_import(s) and _key_of(s) in wanted)]
+    return tree if len(body) == len(tree.body) else tree.with_changes(body=body)
+
+
+def add_marked_import(source: str, module: str, name: str, key: str) -> str:
+    """``add_marked_imports`` of one name, on text."""
+    return _edited(source, lambda tree: add_marked_imports(tree, module, [(name, key)]))
 
 
 def remove_marked_import(source: str, key: str) -> str:
-    """Every import statement carrying ``# yolopatch: key`` taken out."""
-    tree = parse(source)
-    body = [s for s in tree.body if not (_is_import(s) and _key_of(s) == key)]
-    return source if len(body) == len(tree.body) else tree.with_changes(body=body).code
+    """``remove_marked_imports`` of one key, on text."""
+    return _edited(source, lambda tree: remove_marked_imports(tree, [key]))
 
 
 def _is_import(statement: cst.CSTNode) -> bool:
@@ -152,31 +195,50 @@ def import_names(source: str, module: str) -> List[str]:
     return [_alias_name(alias) for alias in _import_from(parse(source), module).names]  # type: ignore[union-attr]
 
 
-def add_import_name(source: str, module: str, name: str, key: str) -> str:
-    """``name`` appended to the first top-level ``from module import (...)``, in the list's own layout."""
-    tree = parse(source)
+def add_import_names(tree: cst.Module, module: str, names: Sequence[Named]) -> cst.Module:
+    """Each ``name`` not imported yet appended, in order, to the first top-level ``from module import (...)``,
+    in the list's own layout (raises ListNotFound when there is none and ``names`` is not empty)."""
+    if not names:
+        return tree
     node = _import_from(tree, module)
-    aliases = list(node.names)  # type: ignore[arg-type]
-    if name in (_alias_name(alias) for alias in aliases):
-        return source
     tail, in_comma = _import_tail(node)
-    items, tail = _appended(_normalised(aliases, in_comma), tail, cst.ImportAlias(name=cst.Name(name)), key, False)
-    return _replace_small(tree, node, _import_with(node, items, tail, in_comma)).code
+    items = _normalised(list(node.names), in_comma)  # type: ignore[arg-type]
+    for name, key in names:
+        if name not in (_alias_name(item) for item in items):  # type: ignore[arg-type]
+            items, tail = _appended(items, tail, cst.ImportAlias(name=cst.Name(name)), key, False)
+    if len(items) == len(node.names):  # type: ignore[arg-type]
+        return tree
+    return _replace_small(tree, node, _import_with(node, items, tail, in_comma))
+
+
+def remove_import_names(tree: cst.Module, module: str, names: Sequence[str]) -> cst.Module:
+    """``names`` taken out of the first top-level ``from module import ...``, in order (undoes
+    ``add_import_names``; refuses to empty the list)."""
+    if not names:
+        return tree
+    node = _import_from(tree, module)
+    tail, in_comma = _import_tail(node)
+    items = _normalised(list(node.names), in_comma)  # type: ignore[arg-type]
+    for name in names:
+        index = next((i for i, item in enumerate(items) if _alias_name(item) == name), None)  # type: ignore[arg-type]
+        if index is None:
+            continue
+        if len(items) == 1:
+            raise ValueError(f"refusing to empty `from {module} import {name}`")
+        items, tail = _dropped(items, tail, index)
+    if len(items) == len(node.names):  # type: ignore[arg-type]
+        return tree
+    return _replace_small(tree, node, _import_with(node, items, tail, in_comma))
+
+
+def add_import_name(source: str, module: str, name: str, key: str) -> str:
+    """``add_import_names`` of one name, on text."""
+    return _edited(source, lambda tree: add_import_names(tree, module, [(name, key)]))
 
 
 def remove_import_name(source: str, module: str, name: str) -> str:
-    """``name`` taken out of the first top-level ``from module import ...`` (undoes ``add_import_name``)."""
-    tree = parse(source)
-    node = _import_from(tree, module)
-    aliases = list(node.names)  # type: ignore[arg-type]
-    index = next((i for i, alias in enumerate(aliases) if _alias_name(alias) == name), None)
-    if index is None:
-        return source
-    if len(aliases) == 1:
-        raise ValueError(f"refusing to empty `from {module} import {name}`")
-    tail, in_comma = _import_tail(node)
-    items, tail = _dropped(_normalised(aliases, in_comma), tail, index)
-    return _replace_small(tree, node, _import_with(node, items, tail, in_comma)).code
+    """``remove_import_names`` of one name, on text."""
+    return _edited(source, lambda tree: remove_import_names(tree, module, [name]))
 
 
 def all_names(source: str) -> Optional[List[str]]:
@@ -185,34 +247,53 @@ def all_names(source: str) -> Optional[List[str]]:
     return None if found is None else [_string(element) for element in found[1].elements]
 
 
-def add_all_name(source: str, name: str, key: str) -> str:
-    """``"name"`` appended to ``__all__`` (a list or parenthesised tuple), in its own layout and quotes."""
-    tree = parse(source)
+def add_all_names(tree: cst.Module, names: Sequence[Named]) -> cst.Module:
+    """Each ``"name"`` not listed yet appended, in order, to ``__all__`` (a list or parenthesised tuple), in
+    its own layout and quotes (raises ListNotFound when there is none and ``names`` is not empty)."""
+    if not names:
+        return tree
     found = _all_assignment(tree)
     if found is None:
         raise ListNotFound("no top-level __all__ = [...] or (...)")
     assign, container = found
-    if name in (_string(element) for element in container.elements):
-        return source
-    quote = _quote(container.elements)
-    new = cst.Element(value=cst.SimpleString(f"{quote}{name}{quote}"))
-    items, tail = _appended(list(container.elements), _closer(container).whitespace_before, new, key,
-                            isinstance(container, cst.Tuple))
-    return _replace_small(tree, assign, assign.with_changes(value=_container_with(container, items, tail))).code
+    items: List[_Item] = list(container.elements)
+    tail = _closer(container).whitespace_before
+    for name, key in names:
+        if name in (_string(item) for item in items):  # type: ignore[arg-type]
+            continue
+        quote = _quote(items)  # type: ignore[arg-type]
+        new = cst.Element(value=cst.SimpleString(f"{quote}{name}{quote}"))
+        items, tail = _appended(items, tail, new, key, isinstance(container, cst.Tuple))
+    if len(items) == len(container.elements):
+        return tree
+    return _replace_small(tree, assign, assign.with_changes(value=_container_with(container, items, tail)))
+
+
+def remove_all_names(tree: cst.Module, names: Sequence[str]) -> cst.Module:
+    """``names`` taken out of ``__all__``, in order (undoes ``add_all_names``); absent ones are skipped."""
+    found = _all_assignment(tree) if names else None
+    if found is None:
+        return tree
+    assign, container = found
+    items: List[_Item] = list(container.elements)
+    tail = _closer(container).whitespace_before
+    for name in names:
+        index = next((i for i, item in enumerate(items) if _string(item) == name), None)  # type: ignore[arg-type]
+        if index is not None:
+            items, tail = _dropped(items, tail, index)
+    if len(items) == len(container.elements):
+        return tree
+    return _replace_small(tree, assign, assign.with_changes(value=_container_with(container, items, tail)))
+
+
+def add_all_name(source: str, name: str, key: str) -> str:
+    """``add_all_names`` of one name, on text."""
+    return _edited(source, lambda tree: add_all_names(tree, [(name, key)]))
 
 
 def remove_all_name(source: str, name: str) -> str:
-    """``"name"`` taken out of ``__all__`` (undoes ``add_all_name``); unchanged when absent."""
-    tree = parse(source)
-    found = _all_assignment(tree)
-    if found is None:
-        return source
-    assign, container = found
-    index = next((i for i, e in enumerate(container.elements) if _string(e) == name), None)
-    if index is None:
-        return source
-    items, tail = _dropped(list(container.elements), _closer(container).whitespace_before, index)
-    return _replace_small(tree, assign, assign.with_changes(value=_container_with(container, items, tail))).code
+    """``remove_all_names`` of one name, on text."""
+    return _edited(source, lambda tree: remove_all_names(tree, [name]))
 
 
 def _alias_name(alias: cst.ImportAlias) -> str:
@@ -410,36 +491,62 @@ def registered(source: str) -> Dict[str, str]:
     return found
 
 
-def register(source: str, class_name: str, key: str, shape: str = WIDTH) -> str:
-    """The marked branch for ``class_name`` added before parse_model's final ``else`` (idempotent: a
-    branch already there for ``key`` is restored to yolopatch's exact code)."""
-    tree = parse(source)
+def register_all(tree: cst.Module, branches: Sequence[Branch]) -> cst.Module:
+    """The marked branch of each ``(class_name, key, shape)`` added, in order, before parse_model's final
+    ``else`` (idempotent: a branch already there for ``key`` is restored to yolopatch's exact code)."""
+    if not branches:
+        return tree
     function = _parse_model(tree)
     head = _channel_chain(function)
     links = if_chain.chain(head)
-    branch = cst.parse_statement(branch_code(class_name, key, shape), config=tree.config_for_parsing)
-    assert isinstance(branch, cst.If)
-    position = next((i for i, link in enumerate(links) if _key_of(link) == key), None)
-    if position is None:
-        new_head = if_chain.rebuild(links, branch.with_changes(orelse=links[-1].orelse))
-    else:
+    changed = False
+    for class_name, key, shape in branches:
+        branch = cst.parse_statement(branch_code(class_name, key, shape), config=tree.config_for_parsing)
+        assert isinstance(branch, cst.If)
+        position = next((i for i, link in enumerate(links) if _key_of(link) == key), None)
+        if position is None:
+            links.append(branch)
+            changed = True
+            continue
         restored = branch.with_changes(leading_lines=links[position].leading_lines)
-        new_head = if_chain.rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
-    if cst.Module(body=[new_head]).code == cst.Module(body=[head]).code:
-        return source
-    return _with_function(tree, function, function.deep_replace(head, new_head)).code
+        changed = changed or _link_code(restored) != _link_code(links[position])
+        links[position] = restored
+    if not changed:
+        return tree
+    return _with_chain(tree, function, head, links)
+
+
+def unregister_all(tree: cst.Module, keys: Iterable[str]) -> cst.Module:
+    """yolopatch's branches for ``keys`` taken out of parse_model (undoes ``register_all``)."""
+    wanted = set(keys)
+    if not wanted:
+        return tree
+    function = _parse_model(tree)
+    head = _channel_chain(function)
+    links = if_chain.chain(head)
+    kept = [link for link in links if _key_of(link) not in wanted]
+    return tree if len(kept) == len(links) else _with_chain(tree, function, head, kept)
+
+
+def register(source: str, class_name: str, key: str, shape: str = WIDTH) -> str:
+    """``register_all`` of one branch, on text."""
+    return _edited(source, lambda tree: register_all(tree, [(class_name, key, shape)]))
 
 
 def unregister(source: str, key: str) -> str:
-    """yolopatch's branch for ``key`` taken out of parse_model (undoes ``register``)."""
-    tree = parse(source)
-    function = _parse_model(tree)
-    head = _channel_chain(function)
-    links = if_chain.chain(head)
-    kept = [link for link in links if _key_of(link) != key]
-    if len(kept) == len(links):
-        return source
-    return _with_function(tree, function, function.deep_replace(head, if_chain.rebuild(kept, links[-1].orelse))).code
+    """``unregister_all`` of one key, on text."""
+    return _edited(source, lambda tree: unregister_all(tree, [key]))
+
+
+def _link_code(link: cst.If) -> str:
+    """One link of the chain printed on its own (its ``elif``/``else`` successors left out)."""
+    return cst.Module(body=[link.with_changes(orelse=None)]).code
+
+
+def _with_chain(tree: cst.Module, function: cst.FunctionDef, head: cst.If, links: Sequence[cst.If]) -> cst.Module:
+    """``tree`` with parse_model's chain at ``head`` re-linked from ``links`` (ending in the old final else)."""
+    new_head = if_chain.rebuild(links, if_chain.chain(head)[-1].orelse)
+    return _with_function(tree, function, function.deep_replace(head, new_head))
 
 
 def _parse_model(tree: cst.Module) -> cst.FunctionDef:
@@ -499,6 +606,7 @@ def taken_names(init_source: str, tasks_source: str) -> FrozenSet[str]:
     return exported_names(init_source) | resolvable_names(tasks_source)
 
 
+@lru_cache(maxsize=8)
 def exported_names(init_source: str) -> FrozenSet[str]:
     """What ``nn/modules/__init__.py`` imports or lists in ``__all__``, yolopatch's own marked names left out."""
     init = parse(init_source)
@@ -506,6 +614,7 @@ def exported_names(init_source: str) -> FrozenSet[str]:
     return frozenset(taken - _marked_names(init))
 
 
+@lru_cache(maxsize=8)
 def resolvable_names(tasks_source: str) -> FrozenSet[str]:
     """Top-level names of ``nn/tasks.py`` (what a YAML may name), yolopatch's own marked names left out.
     ``CBAM`` is exported but not here: the built-in cannot be named in a YAML."""
