@@ -224,3 +224,31 @@ def test_all_modules_together_build_at_every_scale(ultralytics_tree: Callable[[s
     for config in (config.split("/")[1] for config in configs):  # each scale: a bigger model than the last
         counts = [params[f"{config}{scale}-{ALL_IN_ONE}.yaml"] for scale in scales]
         assert counts == sorted(counts) and len(set(counts)) == len(counts), counts
+
+
+@pytest.mark.slow
+def test_all_modules_together_build_in_rtdetr(ultralytics_tree: Callable[[str], Path]) -> None:  # noqa: F811
+    """RT-DETR (rtdetr-l, its only scale) with every module at its default placement, built by the probe verify
+    uses (RTDETRDetectionModel; its training forward needs labels, so the backward runs in eval mode)."""
+    from yolopatch import building
+    from yolopatch.targets.locate import open_target
+
+    root = ultralytics_tree("8.4")
+    assert apply(root, ["all"], variants=False) == 0
+    folder = root / "ultralytics" / "cfg" / "models" / "rt-detr"
+    variant = folder / f"rtdetr-l-{ALL_IN_ONE}.yaml"
+    variant.write_text(all_in_one((folder / "rtdetr-l.yaml").read_text(encoding="utf-8"), "rtdetr-l.yaml"),
+                       encoding="ascii")
+    layers = yaml.safe_load(variant.read_text(encoding="ascii"))
+    names = [row[2] for row in layers["backbone"] + layers["head"]]
+    assert {spec.class_name for spec in catalog.all_modules()} <= set(names)
+    results = {result.cfg.name: result for result in building.build_cfgs(open_target(root).tree, [variant], img=64,
+                                                                          runs=0)}
+    assert set(results) == {"rtdetr-l.yaml", variant.name}  # the variant, and its base beside it
+    for result in results.values():
+        assert result.ok, (result.cfg.name, result.problems)
+        assert result.record["model_class"] == "RTDETRDetectionModel"
+    # every inserted layer's parameters are exactly the catalogue's formula at the width the probe saw
+    inserted = results[variant.name].inserted
+    assert {layer.class_name for layer in inserted} == {spec.class_name for spec in catalog.all_modules()}
+    assert all(layer.checked and layer.ok for layer in inserted), [layer for layer in inserted if not layer.ok]
