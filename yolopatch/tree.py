@@ -131,10 +131,14 @@ def _imports_package(folder: Path) -> bool:
 
 
 def _package_version(tree: Tree) -> Optional[str]:
-    init = tree.package_dir / "__init__.py"
+    return init_version(tree.package_dir / "__init__.py")
+
+
+def init_version(init: Path) -> Optional[str]:
+    """The ``__version__ = "..."`` a package's ``__init__.py`` assigns, read with ``ast`` (nothing imported)."""
     try:
-        module = ast.parse(init.read_bytes().decode("utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        module = ast.parse(init.read_bytes().decode("utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
         return None
     for node in module.body:
         if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)

@@ -26,6 +26,7 @@ from yolopatch.state import APPLIED, EDITED, NOT_APPLIED, OUTDATED, PARTIAL, tem
 from yolopatch.targets import interpreter, shared
 from yolopatch.targets import ultralytics_edits as edits
 from yolopatch.targets.detect import ultralytics_package
+from yolopatch.tree import init_version
 from yolopatch.transforms import common_py, markers
 
 SOURCE = "source"  # a checkout or an unpacked sdist/wheel: <root>/ultralytics/nn/tasks.py
@@ -71,15 +72,7 @@ class UltralyticsTree:
             return str(path)
 
     def version(self) -> Optional[str]:
-        try:
-            module = ast.parse(read_text(self.package_dir / "__init__.py"))
-        except (YolopatchError, SyntaxError):
-            return None
-        for node in module.body:
-            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__"
-                                                     for t in node.targets) and isinstance(node.value, ast.Constant)):
-                return str(node.value.value)
-        return None
+        return init_version(self.package_dir / "__init__.py")
 
 
 def tree_at(folder: Path, allow_installed: bool = False) -> Optional[UltralyticsTree]:

@@ -29,7 +29,7 @@ from yolopatch.errors import UsageError
 from yolopatch.paths import resolve_model_yaml
 from yolopatch.targets.detect import yolo_family
 from yolopatch.targets.yolov5 import Yolov5Target
-from yolopatch.tree import git_version
+from yolopatch.tree import Tree
 from yolopatch.variant_files import (index_map_of, owned_old_text, with_base_newlines, generated_variants,
                                      registry_change)
 
@@ -48,11 +48,10 @@ _YOLOV5S_BACKBONE_STRIDES = (2, 4, 4, 8, 8, 16, 16, 32, 32)
 
 
 @dataclass(frozen=True)
-class Yolov7Tree:
-    """A located YOLOv7 tree; ``package`` is the package folder's name in the package layout, else ""."""
+class Yolov7Tree(Tree):
+    """A located YOLOv7 tree: YOLOv5's layout (models/common.py, models/yolo.py, .yolopatch/ at the root) with
+    any package name; ``package`` is the package folder's name in the package layout, else ""."""
 
-    root: Path
-    layout: str
     package: str = ""
 
     codebase = "yolov7"
@@ -61,22 +60,6 @@ class Yolov7Tree:
     def package_dir(self) -> Path:
         """The folder that holds models/ and utils/."""
         return self.root / self.package if self.layout == PACKAGE else self.root
-
-    @property
-    def models_dir(self) -> Path:
-        return self.package_dir / "models"
-
-    @property
-    def common_py(self) -> Path:
-        return self.models_dir / "common.py"
-
-    @property
-    def yolo_py(self) -> Path:
-        return self.models_dir / "yolo.py"
-
-    @property
-    def import_root(self) -> Path:
-        return self.root
 
     @property
     def models_module(self) -> str:
@@ -97,34 +80,6 @@ class Yolov7Tree:
     @property
     def deploy_dir(self) -> Path:
         return self.cfg_dir / "deploy"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / ".yolopatch"
-
-    def relative(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    def version(self) -> Optional[str]:
-        """The package's ``__version__`` where it has one, else ``git describe`` of a checkout."""
-        if self.layout == PACKAGE:
-            return _init_version(self.package_dir / "__init__.py")
-        return git_version(self.root)
-
-
-def _init_version(init: Path) -> Optional[str]:
-    try:
-        module = ast.parse(init.read_bytes().decode("utf-8", errors="replace"))
-    except (OSError, SyntaxError, ValueError):
-        return None
-    for node in module.body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)):
-            return str(node.value.value)
-    return None
 
 
 def _imported_packages(yolo_py: Path) -> List[str]:
