@@ -4,15 +4,14 @@ the state in a tree read from markers without torch or libcst."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
 
+from tests.import_probe import imported, run_yolopatch
 from yolopatch import catalog
 from yolopatch.commands import list_modules
 from yolopatch import inventory
@@ -20,27 +19,13 @@ from yolopatch.inventory import APPLIED, HAND_PASTED, NOT_APPLIED, OUTDATED, PAR
 
 MakeTree = Callable[..., Path]
 
-# Imports `list`/`show` run, then reports which heavy packages were imported on the way.
-PROBE = """
-import json, runpy, sys
-sys.argv = ["yolopatch", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("yolopatch", run_name="__main__")
-except SystemExit as stop:
-    code = stop.code
-heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "libcst", "numpy", "git"})
-sys.stderr.write("HEAVY " + json.dumps(heavy) + "\\n")
-"""
-
-
 def run(args: List[str], cwd: Path, columns: int = 100) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": str(columns)}, timeout=300)
+    return run_yolopatch(args, cwd, columns)
 
 
 def heavy(result: subprocess.CompletedProcess) -> List[str]:
-    line = next(line for line in result.stderr.splitlines() if line.startswith("HEAVY "))
-    return json.loads(line[len("HEAVY "):])
+    """The heavy packages the command imported (`list` and `show` must import none)."""
+    return sorted({name.split(".")[0] for name in imported(result)} & {"torch", "libcst", "numpy", "git"})
 
 
 def rows(stdout: str) -> Dict[str, List[str]]:

@@ -517,7 +517,7 @@ def _depth_multiple(data: Dict[str, Any], scale: Optional[str]) -> float:
 
 
 def _applied_keys(tree: AnyTree) -> List[str]:
-    from yolopatch.state import APPLIED
+    from yolopatch.statuses import APPLIED
 
     try:
         if is_ultralytics(tree):

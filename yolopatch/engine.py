@@ -14,8 +14,10 @@ from yolopatch import catalog
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import FileChange
 from yolopatch.errors import YolopatchError
-from yolopatch.state import EDITED, ModuleState, Sources, imports_needed_by, module_states, template_of
+from yolopatch.state import ModuleState, Sources, imports_needed_by, module_states
+from yolopatch.statuses import EDITED
 from yolopatch.transforms import common_py, yolo_py
+from yolopatch.transforms.common_py import template_of
 from yolopatch.tree import Tree
 
 Versions = Tuple[str, str]  # (text before an apply --replace, that text without what it replaced)

@@ -15,12 +15,11 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Set
 
 from yolopatch.catalog import ModuleSpec
 from yolopatch.errors import YolopatchError
+from yolopatch.statuses import APPLIED, HAND_PASTED, NOT_APPLIED, OUTDATED, PARTIAL, UNREADABLE
 from yolopatch.targets.detect import models_dirs, refuse_unsupported, ultralytics_package, yolo_family
 from yolopatch.tree import not_a_tree, start_folders
 
 MARKER_PREFIX = "# yolopatch:"  # the marker format of yolopatch/transforms/markers.py
-APPLIED, OUTDATED, PARTIAL, HAND_PASTED, NOT_APPLIED, UNREADABLE = (
-    "applied", "outdated", "partial", "hand-pasted", "not applied", "unreadable")
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
-
-import libcst as cst
+from typing import Dict, List, Optional, Tuple
 
 from yolopatch import catalog
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
 from yolopatch.errors import YolopatchError
-from yolopatch.transforms import common_py, lossless, yolo_py
-from yolopatch.transforms.common_py import FoundModule, ForeignClass, Template
+from yolopatch.editable import check_parseable
+from yolopatch.statuses import APPLIED, EDITED, HAND_PASTED, NOT_APPLIED, OUTDATED, PARTIAL
+from yolopatch.transforms import common_py, yolo_py
+from yolopatch.transforms.common_py import FoundModule, ForeignClass, template_of
 from yolopatch.transforms.yolo_py import Registration
 from yolopatch.tree import Tree
-
-APPLIED = "applied"
-NOT_APPLIED = "not applied"
-OUTDATED = "outdated"
-EDITED = "edited"
-HAND_PASTED = "hand-pasted"
-PARTIAL = "partial"
-
-
-def template_of(spec: ModuleSpec) -> Template:
-    return Template(key=spec.key, version=spec.version, class_name=spec.class_name, source=spec.source)
 
 
 @dataclass(frozen=True)
@@ -53,24 +41,6 @@ class Sources:
             raise YolopatchError(f"parse_model not recognised: {error}", path=self.tree.yolo_py,
                                  hint="is this a YOLOv5 models/yolo.py? yolopatch supports YOLOv5 v5.0 to master"
                                  ) from error
-
-
-def check_parseable(path: Path, text: str, parse: Callable[[str], cst.Module]) -> None:
-    """Refuse a file Python cannot compile (at Python's own line) or libcst cannot give back exactly."""
-    try:
-        ast.parse(text, filename=str(path))
-    except SyntaxError as error:
-        raise YolopatchError(f"cannot parse: {error.msg}", path=path, line=error.lineno,
-                             hint="fix the syntax error (python -m py_compile shows it), then run again") from error
-    try:
-        parse(text)
-    except cst.ParserSyntaxError as error:
-        raise YolopatchError(f"cannot parse: {error.message}", path=path, line=error.raw_line,
-                             hint="fix the syntax error, then run again") from error
-    except lossless.NotLossless as error:
-        raise YolopatchError("libcst cannot reproduce this file byte for byte, so yolopatch will not edit it",
-                             path=path, line=error.line,
-                             hint="please report the file to the yolopatch authors; nothing was changed") from error
 
 
 @dataclass(frozen=True)

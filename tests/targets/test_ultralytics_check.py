@@ -21,7 +21,7 @@ from yolopatch.checks import cache
 from yolopatch.cli import app
 from yolopatch.commands import check as check_module
 from yolopatch.commands.apply import apply
-from yolopatch.state import template_of
+from yolopatch.transforms.common_py import template_of
 from yolopatch.targets import ultralytics_edits as edits
 
 runner = CliRunner()

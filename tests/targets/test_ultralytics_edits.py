@@ -12,11 +12,10 @@ import pytest
 from tests import ultralytics_trees
 from yolopatch import catalog
 from yolopatch.catalog import ModuleSpec
-from yolopatch.state import template_of
 from yolopatch.targets import ultralytics as U
 from yolopatch.targets import ultralytics_edits as ue
 from yolopatch.transforms import common_py
-from yolopatch.transforms.common_py import Template
+from yolopatch.transforms.common_py import Template, template_of
 
 REPO = Path(__file__).resolve().parents[2]
 SGE = Template(key="sge", version=1, class_name="SpatialGroupEnhance",
@@ -249,17 +248,27 @@ def test_removing_the_only_imported_name_is_refused() -> None:
         ue.remove_import_name("from a import X\n", "a", "X")
 
 
-def test_module_file_from_stub_and_back() -> None:
-    one = ue.insert_class(ue.MODULE_FILE_STUB, SGE)
+@pytest.mark.parametrize("stub", [ue.MODULE_FILE_STUB, ue.FIRST_MODULE_FILE_STUB], ids=["stub", "first-stub"])
+def test_module_file_from_stub_and_back(stub: str) -> None:
+    """From today's stub (which imports math) and from the first one (module files created by earlier
+    builds: SGE's ``import math`` is added, marked, and taken out again)."""
+    one = ue.insert_class(stub, SGE)
     assert "class SpatialGroupEnhance(nn.Module):  # yolopatch: sge v1 sha256:" in one
-    assert "import math  # yolopatch: added import\n" in one
+    assert ("import math  # yolopatch: added import\n" in one) == (stub == ue.FIRST_MODULE_FILE_STUB)
     assert ue.all_names(one) == ["SpatialGroupEnhance"]
     assert ue.insert_class(one, SGE) == one
     assert not ue.is_stub(one)
     body = ast.parse(one).body  # valid Python (without importing torch here); the class is defined
     assert [n.name for n in body if isinstance(n, ast.ClassDef)] == ["SpatialGroupEnhance"]
     back = ue.remove_class(one, "sge", "SpatialGroupEnhance")
-    assert back == ue.MODULE_FILE_STUB and ue.is_stub(back)
+    assert back == stub and ue.is_stub(back)
+
+
+def test_the_stub_imports_what_every_template_imports() -> None:
+    """So that inserting the zoo adds no import statement (adding one imports libcst's codemod package)."""
+    needed = {spec for module in catalog.all_modules() for spec in common_py.template_imports(template_of(module))}
+    stub = ue.parse(ue.MODULE_FILE_STUB)
+    assert common_py.add_imports(stub, sorted(needed, key=str)) is stub
 
 
 def test_names_yolopatch_added_are_not_taken() -> None:

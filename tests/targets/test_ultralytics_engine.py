@@ -16,6 +16,7 @@ from typing import Callable
 import pytest
 
 from tests import ultralytics_trees
+from tests.import_probe import imported, run_yolopatch
 from tests.ultralytics_trees import ultralytics_tree  # noqa: F401  (the fixture)
 from tests.yolov5_trees import cache_lock, cache_root, snapshot
 from yolopatch import catalog
@@ -23,6 +24,8 @@ from yolopatch.commands.apply import apply
 from yolopatch.commands.revert import revert
 from yolopatch.commands.status import collect
 from yolopatch.errors import UsageError, YolopatchError
+from yolopatch.targets import ultralytics_edits as ue
+from yolopatch.transforms.common_py import template_of
 
 MakeTree = Callable[[str], Path]
 
@@ -57,6 +60,30 @@ def test_revert_one_module_keeps_the_others(ultralytics_tree: MakeTree) -> None:
     assert statuses == {"soca": "applied", "cbam": "applied"}
     assert revert(root, []) == 0
     assert snapshot(root) == before
+
+
+def test_module_file_written_by_an_earlier_build_reverts_to_nothing(ultralytics_tree: MakeTree) -> None:
+    """Earlier builds started the module file from a stub without ``import math``; revert still deletes it."""
+    root = ultralytics_tree("8.4")
+    before = snapshot(root)
+    assert apply(root, ["sge"], variants=False) == 0
+    module_file = root / "ultralytics" / "nn" / "modules" / "yolopatch.py"
+    module_file.write_text(ue.insert_class(ue.FIRST_MODULE_FILE_STUB, template_of(catalog.get("sge"))),
+                           encoding="utf-8")
+    assert collect(root)["modules"]["sge"]["status"] == "applied"
+    assert revert(root, []) == 0
+    assert snapshot(root) == before
+
+
+def test_apply_and_revert_import_no_codemod_matchers_or_yolov5_code(ultralytics_tree: MakeTree) -> None:
+    """What keeps `apply all` on an Ultralytics tree inside its time (benchmarks/cli.py): importing
+    libcst's matchers and codemod packages or the YOLOv5 transforms costs a fifth of it."""
+    root = ultralytics_tree("8.4")
+    heavy = {"libcst.matchers", "libcst.codemod", "yolopatch.transforms.yolo_py", "yolopatch.state", "torch"}
+    for command in (["apply", "all"], ["revert", "soca"], ["status"], ["revert"]):
+        result = run_yolopatch(command, root)
+        assert result.returncode == 0, result.stderr
+        assert imported(result) & heavy == set(), command
 
 
 def test_edited_module_blocks_revert_unless_forced(ultralytics_tree: MakeTree) -> None:

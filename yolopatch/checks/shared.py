@@ -14,9 +14,9 @@ from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
 from yolopatch.checks.findings import Context, Finding
 from yolopatch.errors import YolopatchError
-from yolopatch.state import template_of
 from yolopatch.transaction import writable_folders
 from yolopatch.transforms import common_py
+from yolopatch.transforms.common_py import template_of
 from yolopatch.variant_files import GeneratedVariant
 
 

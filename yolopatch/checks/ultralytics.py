@@ -23,7 +23,7 @@ from yolopatch.catalog import ModuleSpec
 from yolopatch.checks import shared
 from yolopatch.checks.findings import Context, Finding, Report
 from yolopatch.errors import YolopatchError
-from yolopatch.state import APPLIED, PARTIAL
+from yolopatch.statuses import APPLIED, PARTIAL
 from yolopatch.targets import interpreter
 from yolopatch.targets import ultralytics as target
 from yolopatch.targets import ultralytics_edits as edits

@@ -9,7 +9,7 @@ from yolopatch import catalog, ui, variants
 from yolopatch.changes import FileChange
 from yolopatch.commands._write import finish
 from yolopatch.errors import YolopatchError
-from yolopatch.state import APPLIED, OUTDATED
+from yolopatch.statuses import APPLIED, OUTDATED
 from yolopatch.targets.locate import open_target
 from yolopatch.transaction import locked
 from yolopatch.variant_files import index_map_of

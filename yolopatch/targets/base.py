@@ -37,7 +37,7 @@ class Target(Protocol):
     tree: TreeLike
 
     def statuses(self) -> Dict[str, str]:
-        """Each catalogued module's status in this tree (``state.APPLIED``, ``NOT_APPLIED``, ...)."""
+        """Each catalogued module's status in this tree (``statuses.APPLIED``, ``NOT_APPLIED``, ...)."""
         ...
 
     def plan_apply(self, specs: Sequence[ModuleSpec], *, replace: bool) -> List[FileChange]:

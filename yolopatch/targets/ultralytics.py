@@ -21,13 +21,15 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 from yolopatch import catalog, ui, variant_files
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import FileChange, read_text
+from yolopatch.editable import check_parseable
 from yolopatch.errors import UsageError, YolopatchError
-from yolopatch.state import APPLIED, EDITED, NOT_APPLIED, OUTDATED, PARTIAL, template_of
+from yolopatch.statuses import APPLIED, EDITED, NOT_APPLIED, OUTDATED, PARTIAL
 from yolopatch.targets import interpreter, shared
 from yolopatch.targets import ultralytics_edits as edits
 from yolopatch.targets.detect import ultralytics_package
 from yolopatch.tree import init_version
 from yolopatch.transforms import common_py, markers
+from yolopatch.transforms.common_py import template_of
 
 SOURCE = "source"  # a checkout or an unpacked sdist/wheel: <root>/ultralytics/nn/tasks.py
 INSTALLED = "installed"  # the package in site-packages: upgrades and reinstalls wipe yolopatch's changes
@@ -127,9 +129,7 @@ class Texts:
 
 @lru_cache(maxsize=8)
 def _check_parseable(path: Path, text: str) -> None:
-    """``state.check_parseable`` once per file and text (a command may read the tree twice: state, then plan)."""
-    from yolopatch.state import check_parseable
-
+    """``editable.check_parseable`` once per file and text (a command may read the tree twice: state, then plan)."""
     check_parseable(path, text, edits.parse)
 
 

@@ -33,7 +33,6 @@ from functools import lru_cache
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
-import libcst.matchers as m
 
 from yolopatch.transforms import common_py, if_chain, markers
 from yolopatch.transforms.common_py import ImportSpec, Template
@@ -45,7 +44,22 @@ TASKS = "ultralytics/nn/tasks.py"
 MODULES_PACKAGE = "ultralytics.nn.modules"  # what tasks.py imports the layer classes from
 OWN_MODULE = ".yolopatch"  # how __init__.py imports MODULE_FILE
 
+# The stub imports what the zoo's templates import, so that inserting them adds no import statement: adding
+# one needs libcst's codemod package, whose import alone is an eighth of the 1.5 s an `apply` may take.
+# A template needing another import still gets it added, marked, and removed with the last module needing it.
 MODULE_FILE_STUB = (
+    '"""Modules inserted by yolopatch (`yolopatch apply`); `yolopatch revert` deletes this file."""\n'
+    "\n"
+    "import math\n"
+    "\n"
+    "import torch\n"
+    "import torch.nn as nn\n"
+    "import torch.nn.functional as F\n"
+    "\n"
+    "__all__ = []\n"
+)
+# The stub of earlier yolopatch builds: module files they created still start with it.
+FIRST_MODULE_FILE_STUB = (
     '"""Modules inserted by yolopatch (`yolopatch apply`); `yolopatch revert` deletes this file."""\n'
     "\n"
     "import torch\n"
@@ -134,7 +148,7 @@ def remove_class(source: str, key: str, class_name: str, still_needed: Sequence[
 
 def is_stub(source: str) -> bool:
     """True when nothing but the stub is left: the engine deletes the file instead of writing it."""
-    return source.replace("\r\n", "\n") == MODULE_FILE_STUB
+    return source.replace("\r\n", "\n") in (MODULE_FILE_STUB, FIRST_MODULE_FILE_STUB)
 
 
 # --- marked import statements (__init__.py) -----------------------------------------------------------------
@@ -319,10 +333,9 @@ def _all_assignment(tree: cst.Module) -> Optional[Tuple[cst.Assign, Union[cst.Li
     for statement in tree.body:
         if isinstance(statement, cst.SimpleStatementLine):
             for small in statement.body:
-                if (m.matches(small, m.Assign(targets=[m.AssignTarget(target=m.Name("__all__"))]))
-                        and isinstance(small.value, (cst.List, cst.Tuple))  # type: ignore[attr-defined]
-                        and (isinstance(small.value, cst.List) or small.value.rpar)):  # type: ignore[attr-defined]
-                    return small, small.value  # type: ignore[return-value]
+                if (_assigns(small, "__all__") and isinstance(small.value, (cst.List, cst.Tuple))
+                        and (isinstance(small.value, cst.List) or small.value.rpar)):
+                    return small, small.value
     return None
 
 
@@ -560,10 +573,14 @@ def _with_function(tree: cst.Module, old: cst.FunctionDef, new: cst.CSTNode) -> 
     return tree.with_changes(body=[new if statement is old else statement for statement in tree.body])
 
 
-_MEMBERSHIP = m.Comparison(
-    left=m.Name("m"),
-    comparisons=[m.ComparisonTarget(operator=m.In(), comparator=m.List() | m.Tuple() | m.Set() | m.Name())],
-)
+def _is_channel_test(test: cst.BaseExpression) -> bool:
+    """``m in <literal>`` (8.0 to 8.3.0) or ``m in base_modules`` (late 8.3, 8.4)."""
+    return if_chain.is_membership(test, (*if_chain.LITERAL_CONTAINERS, cst.Name))
+
+
+def _assigns(small: cst.BaseSmallStatement, name: str) -> bool:
+    """``name = ...`` with a single target."""
+    return isinstance(small, cst.Assign) and len(small.targets) == 1 and if_chain.is_name(small.targets[0].target, name)
 
 
 def _members(container: _Container) -> Tuple[str, ...]:
@@ -576,9 +593,10 @@ def _named_container(function: cst.FunctionDef, name: str) -> Optional[_Containe
         if not isinstance(statement, cst.SimpleStatementLine):
             continue
         for small in statement.body:
-            if m.matches(small, m.Assign(targets=[m.AssignTarget(target=m.Name(name))])):
+            if _assigns(small, name):
                 value = small.value  # type: ignore[attr-defined]
-                if m.matches(value, m.Call(func=m.Name("frozenset") | m.Name("set"))) and value.args:
+                if (isinstance(value, cst.Call) and isinstance(value.func, cst.Name)
+                        and value.func.value in ("frozenset", "set") and value.args):
                     value = value.args[0].value
                 if isinstance(value, (cst.List, cst.Tuple, cst.Set)):
                     return value
@@ -586,7 +604,7 @@ def _named_container(function: cst.FunctionDef, name: str) -> Optional[_Containe
 
 
 def _channel_chain(function: cst.FunctionDef) -> cst.If:
-    for candidate in if_chain.membership_ifs(function.body.body, _MEMBERSHIP):
+    for candidate in if_chain.membership_ifs(function.body.body, _is_channel_test):
         comparator = candidate.test.comparisons[0].comparator  # type: ignore[attr-defined]
         container = _named_container(function, comparator.value) if isinstance(comparator, cst.Name) else comparator
         if container is not None and _ANCHOR in _members(container):

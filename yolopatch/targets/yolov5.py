@@ -15,7 +15,8 @@ from yolopatch import catalog, engine, records, ui
 from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import FileChange
 from yolopatch.errors import YolopatchError
-from yolopatch.state import EDITED, ModuleState, Sources, module_states, unknown_keys
+from yolopatch.state import ModuleState, Sources, module_states, unknown_keys
+from yolopatch.statuses import EDITED
 from yolopatch.transforms import common_py, yolo_py
 from yolopatch.targets.shared import checkpoints_report, print_variants_and_checkpoints, refuse_revert_for_checkpoints, variants_report
 from yolopatch.tree import Tree

@@ -11,12 +11,15 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
 from yolopatch.transforms import lists, lossless, markers
 from yolopatch.transforms.markers import Marker
+
+if TYPE_CHECKING:
+    from yolopatch import catalog
 
 ImportSpec = Tuple[str, Optional[str]]  # ("torch.nn.functional", "F")
 
@@ -197,6 +200,11 @@ def _inserted_leading_lines(statement: cst.BaseStatement, first: int,
     top = first - len(leading)
     return [(top + offset, top + offset) for offset, line in enumerate(leading)
             if line.comment is None or line.comment.value in template_comments]
+
+
+def template_of(spec: catalog.ModuleSpec) -> Template:
+    """The template of a catalogue module (anything with its key, version, class name and source)."""
+    return Template(key=spec.key, version=spec.version, class_name=spec.class_name, source=spec.source)
 
 
 def template_statements(template: Template, newline: str = "\n") -> List[cst.BaseStatement]:

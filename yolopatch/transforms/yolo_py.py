@@ -21,7 +21,6 @@ from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from yolopatch.transforms import if_chain, lists, lossless, markers
@@ -29,10 +28,6 @@ from yolopatch.transforms.markers import Marker
 
 Container = Union[cst.List, cst.Tuple, cst.Set]
 
-_MEMBERSHIP = m.Comparison(
-    left=m.Name("m"),
-    comparisons=[m.ComparisonTarget(operator=m.In(), comparator=m.List() | m.Tuple() | m.Set())],
-)
 _ANCHORS = ("Conv", "nn.Conv2d")
 
 
@@ -82,8 +77,8 @@ def branch_code(class_name: str, key: str, registration: str = "width") -> str:
 
 def _parse_model(module: cst.Module) -> cst.FunctionDef:
     for statement in module.body:
-        if m.matches(statement, m.FunctionDef(name=m.Name("parse_model"))):
-            return statement  # type: ignore[return-value]
+        if isinstance(statement, cst.FunctionDef) and statement.name.value == "parse_model":
+            return statement
     raise ParseModelNotFound("no top-level parse_model function")
 
 
@@ -96,7 +91,7 @@ def _container(node: cst.If) -> Container:
 
 
 def _channel_chain(function: cst.FunctionDef) -> cst.If:
-    for candidate in if_chain.membership_ifs(function.body.body, _MEMBERSHIP):
+    for candidate in if_chain.membership_ifs(function.body.body, if_chain.is_membership):
         names = {_element_name(element) for element in _container(candidate).elements}  # type: ignore[arg-type]
         if names & set(_ANCHORS):
             return candidate
@@ -176,9 +171,25 @@ def facts(source: str) -> YoloPyFacts:
     return YoloPyFacts(
         container=kind,
         explicit_common_imports=_common_import(module) is not None,
-        uses_ch_mul=bool(m.findall(function, m.Name("ch_mul"))),
+        uses_ch_mul=_uses_name(function, "ch_mul"),
         parse_model_line=_parse_model_line(source),
     )
+
+
+class _NameFinder(cst.CSTVisitor):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found = False
+
+    def visit_Name(self, node: cst.Name) -> bool:
+        self.found = self.found or node.value == self.name
+        return False
+
+
+def _uses_name(function: cst.FunctionDef, name: str) -> bool:
+    finder = _NameFinder(name)
+    function.visit(finder)
+    return finder.found
 
 
 def registrations(source: str) -> List[Registration]:
@@ -199,7 +210,7 @@ def _registrations(source: str) -> Tuple[Registration, ...]:
             shape = _branch_shape(link, name, marker.key) if marker is not None else None
             edited = marker is not None and shape is None
             found.append(Registration(name, line, marker.key if marker else None, edited, shape))
-        elif m.matches(link.test, _MEMBERSHIP):
+        elif if_chain.is_membership(link.test):
             found.extend(Registration(_element_name(element), positions[element], None)
                          for element in _container(link).elements)
     return tuple(found)
@@ -302,7 +313,7 @@ class _DropFromMemberships(cst.CSTTransformer):
         self.name = name
 
     def leave_If(self, original: cst.If, updated: cst.If) -> cst.If:
-        return _without_element(updated, self.name) if m.matches(updated.test, _MEMBERSHIP) else updated
+        return _without_element(updated, self.name) if if_chain.is_membership(updated.test) else updated
 
 
 def _without_element(link: cst.If, name: str) -> cst.If:
