@@ -87,7 +87,7 @@ def _apply_all(sources: Sources, specs: Sequence[ModuleSpec], replace: bool) -> 
         needed += common_py.template_imports(template)
         if replace:
             yolo = yolo_py.drop_foreign_module(yolo, spec.class_name)
-        yolo = yolo_py.register_module(yolo, spec.class_name, spec.key, spec.registration)
+    yolo = yolo_py.register_modules(yolo, [(spec.class_name, spec.key, spec.registration) for spec in specs])
     return common_py.add_imports(common, needed).code, yolo.code
 
 
@@ -135,5 +135,5 @@ def _revert_texts(common_text: str, yolo_text: str, specs: Sequence[ModuleSpec],
         common = common_py.remove_module(common, spec.key, still_needed=still_needed, template=template_of(spec))
         common = common_py.remove_from_all(common, spec.class_name, common_text) if "__all__" in common_text \
             else common
-        yolo = yolo_py.unregister_module(yolo, spec.class_name, spec.key)
+    yolo = yolo_py.unregister_modules(yolo, [(spec.class_name, spec.key) for spec in specs])
     return common.code, yolo.code

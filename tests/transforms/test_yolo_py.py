@@ -7,6 +7,7 @@ import ast
 import pytest
 
 from tests import yolov5_trees
+from yolopatch import catalog
 from yolopatch.transforms import yolo_py
 
 BEFORE = '''from models.common import (
@@ -138,3 +139,27 @@ def test_real_yolo_py_round_trip(version: str, layout: str) -> None:
 def test_register_restores_an_edited_branch() -> None:
     edited = AFTER.replace("c2 = c1\n", "c2 = c1 * 2\n")
     assert yolo_py.register(edited, "SOCA", "soca") == AFTER
+
+
+@pytest.mark.parametrize("version,layout", yolov5_trees.all_trees())
+def test_batch_registration_equals_one_module_edits(version: str, layout: str) -> None:
+    """Every catalogue module registered by one ``register_modules`` and by one ``register`` each (with a
+    hand-edited branch among them restored); a third taken out by ``unregister_modules`` and one by one."""
+    root = yolov5_trees.source_tree(version, layout)
+    source = (yolov5_trees.models_dir(root) / "yolo.py").read_bytes().decode("utf-8")
+    wanted = [(spec.class_name, spec.key, spec.registration) for spec in catalog.all_modules()]
+    half = yolo_py.register_modules(yolo_py.parse(source), wanted[:10]).code
+    assert "c2 = c1\n" not in source
+    edited = half.replace("c2 = c1\n", "c2 = c1 * 2\n", 1)  # one of yolopatch's branches edited by hand
+    assert edited != half
+    reference = edited
+    for class_name, key, registration in wanted:
+        reference = yolo_py.register(reference, class_name, key, registration)
+    batch = yolo_py.register_modules(yolo_py.parse(edited), wanted).code
+    assert batch == reference and set(yolo_py.registered_keys(batch)) == {key for _c, key, _r in wanted}
+    dropped = [(class_name, key) for class_name, key, _registration in wanted[::-3]]
+    for class_name, key in dropped:
+        reference = yolo_py.unregister(reference, class_name, key)
+    assert yolo_py.unregister_modules(yolo_py.parse(batch), dropped).code == reference
+    everything = [(class_name, key) for class_name, key, _registration in wanted]
+    assert yolo_py.unregister_modules(yolo_py.parse(batch), everything).code == source

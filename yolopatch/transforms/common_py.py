@@ -34,6 +34,7 @@ class Template:
     version: int
     class_name: str
     source: str
+    known_digest: str = ""  # ``template_digest`` as the catalogue recorded it for exactly ``source``; "" unknown
 
 
 @dataclass(frozen=True)
@@ -204,19 +205,27 @@ def _inserted_leading_lines(statement: cst.BaseStatement, first: int,
 
 def template_of(spec: catalog.ModuleSpec) -> Template:
     """The template of a catalogue module (anything with its key, version, class name and source)."""
-    return Template(key=spec.key, version=spec.version, class_name=spec.class_name, source=spec.source)
+    return Template(key=spec.key, version=spec.version, class_name=spec.class_name, source=spec.source,
+                    known_digest=spec.template_digest)
 
 
 def template_statements(template: Template, newline: str = "\n") -> List[cst.BaseStatement]:
     """The template's top-level class and def statements (what gets inserted), unmarked."""
-    module = parse(template.source.replace("\r\n", "\n").replace("\n", newline))
+    module = _template_module(template.source.replace("\r\n", "\n").replace("\n", newline))
     return [statement for statement in module.body if isinstance(statement, DEFINITIONS)]
+
+
+@lru_cache(maxsize=64)
+def _template_module(source: str) -> cst.Module:
+    """A template parsed without ``lossless.parse``'s print-back check, which guards users' files: the
+    templates are yolopatch's own, and a test prints each back. The check is a quarter of parsing all 21."""
+    return cst.parse_module(source)
 
 
 def template_imports(template: Template) -> List[ImportSpec]:
     """The imports a template needs, as (module, alias) pairs."""
     needed: List[ImportSpec] = []
-    for statement in parse(template.source).body:
+    for statement in _template_module(template.source).body:
         if not isinstance(statement, cst.SimpleStatementLine):
             continue
         for small in statement.body:
@@ -237,7 +246,9 @@ def digest(statements: Sequence[cst.BaseStatement]) -> str:
 
 @lru_cache(maxsize=64)
 def template_digest(template: Template) -> str:
-    return digest(template_statements(template))
+    """``digest`` of the template's statements; the catalogue's recorded value when it has one (computing
+    the 21 digests means parsing and printing every template: a third of a one-module revert)."""
+    return template.known_digest or digest(template_statements(template))
 
 
 def _marked(statements: List[cst.BaseStatement], template: Template, newline: str) -> List[cst.BaseStatement]:

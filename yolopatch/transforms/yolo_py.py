@@ -232,19 +232,29 @@ def register(source: str, class_name: str, key: str, registration: str = "width"
 
 def register_module(module: cst.Module, class_name: str, key: str, registration: str = "width") -> cst.Module:
     """``register`` on a parsed module."""
+    return register_modules(module, [(class_name, key, registration)])
+
+
+def register_modules(module: cst.Module, wanted: Sequence[Tuple[str, str, str]]) -> cst.Module:
+    """``register_module`` of each ``(class name, key, registration)`` in order, with parse_model's chain
+    unrolled and re-linked once (the same bytes as one call per module, a tenth of the time)."""
     head = _channel_chain(_parse_model(module))
     links = if_chain.chain(head)
-    branch = cst.parse_statement(branch_code(class_name, key, registration), config=module.config_for_parsing)
-    assert isinstance(branch, cst.If)
-    position = next((i for i, link in enumerate(links) if (markers.marker_of(link) or Marker("")).key == key), None)
-    if position is None:
-        new_head = if_chain.rebuild(links, branch.with_changes(orelse=links[-1].orelse))
-    else:  # already there: restore yolopatch's exact branch (a no-op unless it was edited by hand)
-        restored = branch.with_changes(leading_lines=links[position].leading_lines)
-        new_head = if_chain.rebuild([*links[:position], restored, *links[position + 1:]], links[-1].orelse)
-    if new_head is not head and cst.Module(body=[new_head]).code != cst.Module(body=[head]).code:
+    tail = links[-1].orelse
+    for class_name, key, registration in wanted:
+        branch = cst.parse_statement(branch_code(class_name, key, registration), config=module.config_for_parsing)
+        assert isinstance(branch, cst.If)
+        position = next((i for i, link in enumerate(links) if _is_marked_for(link, key)), None)
+        if position is None:
+            links.append(branch)
+        else:  # already there: restore yolopatch's exact branch (a no-op unless it was edited by hand)
+            links[position] = branch.with_changes(leading_lines=links[position].leading_lines)
+    new_head = if_chain.rebuild(links, tail)
+    if cst.Module(body=[new_head]).code != cst.Module(body=[head]).code:
         module = _replace_chain(module, head, new_head)  # type: ignore[arg-type]
-    return _add_common_import_name(module, class_name)
+    for class_name, _key, _registration in wanted:
+        module = _add_common_import_name(module, class_name)
+    return module
 
 
 def unregister(source: str, class_name: str, key: str) -> str:
@@ -254,12 +264,23 @@ def unregister(source: str, class_name: str, key: str) -> str:
 
 def unregister_module(module: cst.Module, class_name: str, key: str) -> cst.Module:
     """``unregister`` on a parsed module."""
+    return unregister_modules(module, [(class_name, key)])
+
+
+def unregister_modules(module: cst.Module, registered: Sequence[Tuple[str, str]]) -> cst.Module:
+    """``unregister_module`` of each ``(class name, key)``, with parse_model's chain re-linked once."""
+    keys = {key for _class_name, key in registered}
     head = _channel_chain(_parse_model(module))
     links = if_chain.chain(head)
-    if any(_is_marked_for(link, key) for link in links):
-        kept, tail = _without_links(links, links[-1].orelse, lambda link: _is_marked_for(link, key))
+    def dropping(link: cst.If) -> bool:
+        return (markers.marker_of(link) or Marker("")).key in keys
+
+    if any(dropping(link) for link in links):
+        kept, tail = _without_links(links, links[-1].orelse, dropping)
         module = _replace_chain(module, head, if_chain.rebuild(kept, tail))  # type: ignore[arg-type]
-    return _remove_common_import_name(module, class_name)
+    for class_name, _key in registered:
+        module = _remove_common_import_name(module, class_name)
+    return module
 
 
 def _is_marked_for(link: cst.If, key: str) -> bool:
