@@ -23,6 +23,8 @@ How a CFG becomes a model is the only codebase-specific step (``builder``):
   ``RTDETRDetectionModel``, ``WorldModel`` and the YOLOE models). Ultralytics 8.0 imports ``hub_sdk``
   at start-up for HUB URLs only; where it does and that package is missing, a stand-in is put in
   ``sys.modules`` (named in the ``env`` record's ``stubbed``) so that the model code can be imported.
+  The rows of yolopatch's modules get the argument check too (Ultralytics' parse_model keeps a string that
+  is neither one of its locals nor a Python literal: ``_UltralyticsScope``).
 
 For every CFG, in one process (importing the tree costs seconds):
 
@@ -318,7 +320,7 @@ def builder(codebase: str, module: Any, scale: Optional[str]) -> Callable[[str],
 
 
 # --------------------------------------------------------------------------------------------
-# Row arguments that parse_model would silently keep as strings (YOLOv5, YOLOv7)
+# Row arguments that parse_model would silently keep as strings
 
 # Strings a model YAML passes on purpose, which parse_model's eval fails on and keeps: nn.Upsample's modes.
 KEPT_STRINGS = frozenset({"nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact"})
@@ -334,8 +336,9 @@ class ArgumentError(Exception):
         self.problems = problems
 
 
-def argument_problems(text: str, module: Any) -> List[Dict[str, Any]]:
-    """The YAML rows whose string arguments (or module name) YOLOv5's / YOLOv7's parse_model cannot evaluate.
+def argument_problems(text: str, module: Any, codebase: str = YOLOV5) -> List[Dict[str, Any]]:
+    """The YAML rows whose string arguments (or module name) the codebase's parse_model cannot evaluate
+    (Ultralytics: ``_UltralyticsScope``, the rows of yolopatch's modules only).
 
     parse_model evaluates every string argument with ``eval(a)`` in its own frame (yolo.py's globals and its
     locals: nc, anchors, gd, gw, ...) and keeps the string when that fails: YOLOv7 (and YOLOv5 5.0) with a
@@ -355,7 +358,7 @@ def argument_problems(text: str, module: Any) -> List[Dict[str, Any]]:
     if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         return []
     sections = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
-    scope = _ParseModelScope(module, data)
+    scope: Any = _UltralyticsScope(module) if codebase == ULTRALYTICS else _ParseModelScope(module, data)
     problems: List[Dict[str, Any]] = []
     rows = [row for name in ("backbone", "head") if isinstance(sections.get(name), yaml.SequenceNode)
             for row in sections[name].value]
@@ -364,6 +367,8 @@ def argument_problems(text: str, module: Any) -> List[Dict[str, Any]]:
             continue
         kind = row.value[2]
         name = kind.value if isinstance(kind, yaml.ScalarNode) else "?"
+        if not scope.checks_row(name):
+            continue
         arguments = row.value[3]
         for node in arguments.value if isinstance(arguments, yaml.SequenceNode) else []:
             if not isinstance(node, yaml.ScalarNode) or node.tag != _YAML_STR or node.value in KEPT_STRINGS:
@@ -397,6 +402,9 @@ class _ParseModelScope:
                       "na": na, "no": na * (nc + 5) if isinstance(na, int) and isinstance(nc, int) else None}
         self.known = {name: value for name, value in self.known.items() if name in self.locals}
 
+    def checks_row(self, name: str) -> bool:
+        return True
+
     def why_not(self, text: str) -> Optional[str]:
         """Why ``eval(text)`` fails inside parse_model (a phrase), or None when it works or cannot be told."""
         import ast
@@ -426,10 +434,51 @@ class _ParseModelScope:
         return None
 
 
-def check_arguments(cfg: str, module: Any) -> None:
+class _UltralyticsScope:
+    """What Ultralytics' parse_model (8.0 to 8.4) does with a string argument: ``locals()[a]`` when it names one
+    of the function's locals, else ``ast.literal_eval(a)``, keeping the string when that raises ValueError
+    (a SyntaxError escapes: the build fails loudly). Its model YAMLs pass strings on purpose (TorchVision's
+    ``resnet18``, ``DEFAULT``), so only rows of yolopatch's own modules, whose hyper-parameters are all
+    numbers, are checked: their classes come from ``ultralytics/nn/modules/yolopatch.py``."""
+
+    def __init__(self, module: Any) -> None:
+        self.module_name = getattr(module, "__name__", "tasks.py")
+        self.globals = vars(module)
+        code = getattr(getattr(module, "parse_model", None), "__code__", None)
+        self.locals = set(code.co_varnames + code.co_cellvars) if code is not None else set()
+        self.layer: Any = None
+
+    def checks_row(self, name: str) -> bool:
+        self.layer = self.globals.get(name)
+        return str(getattr(self.layer, "__module__", "")).rsplit(".", 1)[-1] == "yolopatch"
+
+    def why_not(self, text: str) -> Optional[str]:
+        import ast
+        import difflib
+        import inspect
+
+        if text in self.locals:
+            return None
+        try:
+            ast.literal_eval(text)
+        except ValueError:
+            try:
+                parameters = [name for name in inspect.signature(self.layer).parameters if name not in ("c1", "c2")]
+            except (TypeError, ValueError):
+                parameters = []
+            close = difflib.get_close_matches(text.strip(), [*parameters, *sorted(self.locals)], n=1)
+            return ("is neither a Python literal nor a name parse_model defines"
+                    + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + f": parse_model would silently keep the string {text!r}")
+        except SyntaxError:
+            return None  # parse_model's literal_eval raises it: the build reports it
+        return None
+
+
+def check_arguments(cfg: str, module: Any, codebase: str = YOLOV5) -> None:
     """Raise ArgumentError when ``cfg``'s rows hold arguments parse_model would silently keep as strings."""
     with open(cfg, encoding="utf-8", errors="replace") as handle:
-        problems = argument_problems(handle.read(), module)
+        problems = argument_problems(handle.read(), module, codebase)
     if problems:
         raise ArgumentError(problems)
 
@@ -703,7 +752,9 @@ def run(args: argparse.Namespace, records: Records) -> int:
                    "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                    "network_attempts": _take_attempts()})
     failed = []
-    check = None if args.codebase == ULTRALYTICS else (lambda cfg: check_arguments(cfg, module))
+    def check(cfg: str) -> None:
+        check_arguments(cfg, module, args.codebase)
+
     for cfg in args.cfgs:
         record = _one(torch, build, cfg, args.img, check)
         gc.collect()  # free the last model (and its gradients) before building the next
@@ -718,7 +769,7 @@ def run(args: argparse.Namespace, records: Records) -> int:
 
 def _one(torch: Any, build: Callable[..., Any], cfg: str, img: int,
          check: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """``check``: run on ``cfg`` before building it (YOLOv5, YOLOv7: ``check_arguments``)."""
+    """``check``: run on ``cfg`` before building it (``check_arguments``)."""
     stage = Stage()
     start = time.perf_counter()
     record: Dict[str, Any] = {"kind": "result", "cfg": cfg}

@@ -65,6 +65,16 @@ def break_by_hand(root: Path, variant: str) -> Path:
     return broken
 
 
+def misspell(root: Path, variant: str) -> Path:
+    """A copy of a generated variant whose SOCA row passes a misspelt hyper-parameter, which Ultralytics'
+    parse_model would keep as the string 'redution': the probe's argument check reports it, unbuilt."""
+    source = root / MODELS / variant
+    typo = source.with_name(source.name.replace("-soca", "-typo"))
+    typo.write_text(source.read_text(encoding="ascii").replace("SOCA, [1024]", "SOCA, [1024, redution]", 1),
+                    encoding="ascii")
+    return typo
+
+
 def run_verify(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "yolopatch", "verify", "--repo", str(root), "--img", str(IMG),
@@ -120,6 +130,7 @@ def test_verify_on_8_4_at_the_default_scale(ultralytics_tree: Callable[[str], Pa
     assert apply(root, ["soca", "simam"]) == 0
     assert variant(root, ["soca"], bases=[f"{MODELS}/v8/yolov8-seg.yaml"]) == 0
     broken = break_by_hand(root, "11/yolo11-soca.yaml")
+    typo = misspell(root, "v8/yolov8-soca.yaml")
     tree = locate_any(root)
     # before any model is built: CFG names as Ultralytics users type them, and --scale checks
     assert [t.path for t in building.targets(tree, [Path("yolov8-soca.yaml")])] == [
@@ -142,7 +153,14 @@ def test_verify_on_8_4_at_the_default_scale(ultralytics_tree: Callable[[str], Pa
     by_cfg = {model["cfg"]: model for model in report["models"]}
     check_models(by_cfg, ["yolov8", "yolo11"], "n", f"{MODELS}/11/yolo11-broken.yaml")
     seg, seg_soca = by_cfg.pop(f"{MODELS}/v8/yolov8-seg.yaml"), by_cfg.pop(f"{MODELS}/v8/yolov8-seg-soca.yaml")
+    misspelt = by_cfg.pop(f"{MODELS}/v8/yolov8-typo.yaml")
     assert by_cfg == {}
+    assert not misspelt["ok"] and misspelt["stage"] == "arguments" and len(misspelt["problems"]) == 1
+    line = 1 + typo.read_text(encoding="ascii").splitlines().index(
+        next(row for row in typo.read_text(encoding="ascii").splitlines() if "redution" in row))
+    assert misspelt["problems"][0].endswith(
+        f"yolov8-typo.yaml:{line}: row 22 (SOCA): argument 'redution' is neither a Python literal nor a name "
+        "parse_model defines (did you mean 'reduction'?): parse_model would silently keep the string 'redution'")
     assert seg["model_class"] == seg_soca["model_class"] == "SegmentationModel" and seg_soca["ok"], seg_soca
     assert seg["params"] == 3_409_968  # YOLOv8n-seg: 3.4M (Ultralytics' summary prints 3,409,968)
     assert seg_soca["delta"]["params"] == catalog.param_count("soca", 256)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 
 from tests import yolov7_trees
+from tests.targets.stand_in import module_with_parse_model
 from tests.yolov7_trees import yolov7_tree  # noqa: F401  (the fixture)
 from yolopatch import building
 from yolopatch import probe
@@ -55,17 +56,12 @@ class _Module:  # a layer class the stand-in namespace defines
 
 
 def stand_in_yolo() -> types.ModuleType:
-    module = types.ModuleType("models.yolo")
     namespace: Dict[str, Any] = {"nn": types.SimpleNamespace(Upsample=_Module, LeakyReLU=_Module),
                                  "Conv": _Module, "IDetect": _Module, "SOCA": _Module}
-    exec("def parse_model(d, ch):\n"  # the locals of YOLOv7's parse_model
-         "    anchors, nc, gd, gw = d['anchors'], d['nc'], d['depth_multiple'], d['width_multiple']\n"
-         "    na = 3; no = na * (nc + 5); layers, save, c2 = [], [], ch[-1]\n"
-         "    for i, (f, n, m, args) in enumerate(d['backbone'] + d['head']):\n"
-         "        for j, a in enumerate(args):\n"
-         "            pass\n", namespace)
-    module.__dict__.update(namespace)
-    return module
+    return module_with_parse_model("models.yolo", namespace, "d, ch",  # the locals of YOLOv7's parse_model
+                                   "    anchors, nc, gd, gw = d['anchors'], d['nc'], d['depth_multiple'], "
+                                   "d['width_multiple']\n"
+                                   "    na = 3; no = na * (nc + 5); layers, save, c2 = [], [], ch[-1]\n")
 
 
 YAML = """nc: 80
