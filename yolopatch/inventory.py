@@ -16,7 +16,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Set
 from yolopatch.catalog import ModuleSpec
 from yolopatch.errors import YolopatchError
 from yolopatch.statuses import APPLIED, HAND_PASTED, NOT_APPLIED, OUTDATED, PARTIAL, UNREADABLE
-from yolopatch.targets.detect import models_dirs, refuse_unsupported, ultralytics_package, yolo_family
+from yolopatch.targets.detect import (models_dirs, refuse_unsupported, ultralytics_package, ultralytics_root,
+                                      yolo_family)
 from yolopatch.tree import not_a_tree, start_folders
 
 MARKER_PREFIX = "# yolopatch:"  # the marker format of yolopatch/transforms/markers.py
@@ -112,9 +113,8 @@ class MarkedFiles:
 def marked_files_at(folder: Path) -> Optional[MarkedFiles]:
     package = ultralytics_package(folder)
     if package is not None:
-        installed = {"site-packages", "dist-packages"} & set(package.parts)
-        root = package if installed else package.parent  # as targets.ultralytics.tree_at says
-        return MarkedFiles(root, package / "nn" / "modules" / "yolopatch.py", package / "nn" / "tasks.py")
+        return MarkedFiles(ultralytics_root(package), package / "nn" / "modules" / "yolopatch.py",
+                           package / "nn" / "tasks.py")
     for models in models_dirs(folder):  # YOLOv5 and YOLOv7: the same two files, in a checkout or a package
         family = yolo_family(models)
         if family not in (None, "yolov7"):

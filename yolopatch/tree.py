@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from yolopatch.errors import YolopatchError
 
@@ -19,6 +19,8 @@ class Tree:
 
     root: Path
     layout: str
+
+    codebase = "yolov5"
 
     @property
     def package_dir(self) -> Path:
@@ -52,6 +54,10 @@ class Tree:
     def models_module(self) -> str:
         """Dotted name of the models package, as the tree's own code imports it."""
         return "yolov5.models" if self.layout == PACKAGE else "models"
+
+    def writable_folders(self) -> List[Path]:
+        """The folders yolopatch writes files into (where its temporary and backup files may be left)."""
+        return sorted({self.models_dir, self.common_py.parent, self.yolo_py.parent, self.models_dir / "hub"})
 
     def relative(self, path: Path) -> str:
         try:

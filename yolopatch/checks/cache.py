@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from yolopatch import __version__
-from yolopatch.targets.detect import models_dirs, refuse_unsupported, ultralytics_package, yolo_family
+from yolopatch.targets.detect import (models_dirs, refuse_unsupported, ultralytics_package, ultralytics_root,
+                                      yolo_family)
 from yolopatch.tree import start_folders, yolov5_tree_at
 
 CACHE_ENV = "YOLOPATCH_CACHE_DIR"
@@ -83,9 +84,8 @@ def locate_light(repo: Path) -> Optional[Located]:
     try:
         for folder in start_folders(repo):
             package = ultralytics_package(folder)
-            if package is not None:  # the root as targets.ultralytics.tree_at says
-                installed = {"site-packages", "dist-packages"} & set(package.parts)
-                return Located("ultralytics", package if installed else package.parent, package)
+            if package is not None:
+                return Located("ultralytics", ultralytics_root(package), package)
             if any(yolo_family(models) == "yolov7" for models in models_dirs(folder)):
                 from yolopatch.targets import yolov7  # loads libcst: YOLOv7 trees pay ~0.2 s more
 

@@ -14,7 +14,6 @@ from yolopatch.catalog import ModuleSpec
 from yolopatch.changes import read_text
 from yolopatch.checks.findings import Context, Finding
 from yolopatch.errors import YolopatchError
-from yolopatch.transaction import writable_folders
 from yolopatch.transforms import common_py
 from yolopatch.transforms.common_py import template_of
 from yolopatch.variant_files import GeneratedVariant
@@ -125,7 +124,7 @@ def leftover_findings(context: Context) -> List[Finding]:
                      f"{context.command('revert', '--dry-run')} (every apply, revert or variant command first "
                      f"rolls an interrupted run back)")
              for journal in changes.pending_journals(tree.state_dir)]
-    for path in changes.leftovers(writable_folders(tree)):
+    for path in changes.leftovers(tree.writable_folders()):
         if changes.is_stale_leftover(path):
             fix = "the next apply/revert/variant removes it (or delete it)"
         else:

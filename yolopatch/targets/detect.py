@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import FrozenSet, Iterator, Optional
@@ -101,3 +102,17 @@ def ultralytics_package(folder: Path) -> Optional[Path]:
                 candidate / "nn" / "modules" / "__init__.py").is_file():
             return candidate
     return None
+
+
+def installed_copy(package: Path) -> bool:
+    """True when ``package`` lies in a site-packages (or Debian's dist-packages) folder: an installed copy."""
+    resolved = package.resolve()
+    places = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    return "site-packages" in resolved.parts or "dist-packages" in resolved.parts or resolved.parent in places
+
+
+def ultralytics_root(package: Path) -> Path:
+    """The tree an ``ultralytics`` package folder belongs to. From inside a checkout's package folder, the
+    tree is still the checkout (its parent); an installed copy is its own root (site-packages is nobody's
+    tree)."""
+    return package if installed_copy(package) else package.parent

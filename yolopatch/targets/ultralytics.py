@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import io
-import sysconfig
 import tokenize
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +25,7 @@ from yolopatch.errors import UsageError, YolopatchError
 from yolopatch.statuses import APPLIED, EDITED, NOT_APPLIED, OUTDATED, PARTIAL
 from yolopatch.targets import interpreter, shared
 from yolopatch.targets import ultralytics_edits as edits
-from yolopatch.targets.detect import ultralytics_package
+from yolopatch.targets.detect import installed_copy, ultralytics_package, ultralytics_root
 from yolopatch.tree import init_version
 from yolopatch.transforms import common_py, markers
 from yolopatch.transforms.common_py import template_of
@@ -67,6 +66,11 @@ class UltralyticsTree:
     def state_dir(self) -> Path:
         return self.root / ".yolopatch"
 
+    def writable_folders(self) -> List[Path]:
+        """The folders yolopatch writes files into (where its temporary and backup files may be left)."""
+        configs = (path for path in self.models_dir.glob("*") if path.is_dir())
+        return sorted({self.package_dir / "nn", self.package_dir / "nn" / "modules", *configs})
+
     def relative(self, path: Path) -> str:
         try:
             return str(path.relative_to(self.root))
@@ -82,22 +86,14 @@ def tree_at(folder: Path, allow_installed: bool = False) -> Optional[Ultralytics
     package = ultralytics_package(folder)
     if package is None:
         return None
-    installed = _in_site_packages(package)
+    installed = installed_copy(package)
     if installed and not allow_installed:
         raise UsageError(f"{package} is an installed copy of ultralytics (site-packages): upgrading or reinstalling "
                          f"ultralytics wipes yolopatch's changes",
                          hint="patch a source checkout (git clone, pip install -e .), or pass --installed to patch "
                               "this copy anyway")
-    # From inside a checkout's package folder, the tree is still the checkout (its parent); an installed
-    # copy is its own root (site-packages is nobody's tree).
-    root = package if installed else package.parent
-    return UltralyticsTree(root=root, package_dir=package, layout=INSTALLED if installed else SOURCE)
-
-
-def _in_site_packages(package: Path) -> bool:
-    resolved = package.resolve()
-    places = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
-    return "site-packages" in resolved.parts or "dist-packages" in resolved.parts or resolved.parent in places
+    return UltralyticsTree(root=ultralytics_root(package), package_dir=package,
+                           layout=INSTALLED if installed else SOURCE)
 
 
 # ----------------------------------------------------------------------------------------------------------

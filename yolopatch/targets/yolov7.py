@@ -73,6 +73,10 @@ class Yolov7Tree(Tree):
                 return folder
         return self.package_dir / "cfg"
 
+    def writable_folders(self) -> List[Path]:
+        """YOLOv5's, and cfg/training and cfg/deploy (where the variants go)."""
+        return sorted({*super().writable_folders(), *(path for path in self.cfg_dir.glob("*") if path.is_dir())})
+
     @property
     def training_dir(self) -> Path:
         return self.cfg_dir / "training"
