@@ -32,7 +32,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -42,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 from yolopatch import catalog, checkpoints, ui, variants
+from yolopatch.building import resolve_python
 from yolopatch.changes import read_text
 from yolopatch.checkpoints import ULTRALYTICS, YOLOV5, CheckpointFormat, Insertion
 from yolopatch.errors import UsageError, YolopatchError
@@ -436,7 +436,7 @@ def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[P
         raise YolopatchError("no such checkpoint", path=checkpoint, hint="pass the .pt file to transfer from")
     checkpoint = checkpoint.resolve()
     plans = plan_targets(tree, checkpoint, to, out, force, scale)
-    interpreter = _python(python)
+    interpreter = resolve_python(python)
     records = run_probe(interpreter, tree, checkpoint, plans, seed, force)
     source = next(record for record in records if record.get("kind") == "source")
     by_index = {record.get("index"): record for record in records if record.get("kind") == "result"}
@@ -453,14 +453,3 @@ def weights(repo: Path, checkpoint: Path, to: Sequence[Path], *, out: Optional[P
         for problem in item["problems"]:
             ui.error(f"{tree.relative(item['plan'].cfg)}: {problem}")
     return 0 if all(not item["problems"] for item in results) else 1
-
-
-def _python(python: Optional[str]) -> str:
-    if not python:
-        return sys.executable
-    import shutil
-
-    found = shutil.which(python) if os.sep not in python else (python if os.access(python, os.X_OK) else None)
-    if not found or not Path(found).is_file():
-        raise UsageError(f"no Python interpreter at {python!r}", hint="pass --python PATH to an executable python")
-    return str(Path(found).absolute())
